@@ -1,0 +1,1 @@
+"""Usage metering and billing for a multi-model LLM hosting platform."""

@@ -1,0 +1,85 @@
+"""Settings from environment variables prefixed ``METERING_``, with safe local defaults.
+
+Every name here is an interface: scripts, docker-compose and export jobs set them.
+Add new ones; never rename.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from metering.events import ValidationPolicy
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="METERING_", extra="ignore")
+
+    # --- where things are -------------------------------------------------
+    kafka_bootstrap: str = Field("", description="host:port list of Kafka brokers")
+    database_url: str = Field("", description="SQLAlchemy URL of the billing database")
+
+    # --- local services (`metering services ...`) -------------------------
+    state_dir: Path = Field(PROJECT_ROOT / ".local", description="jars, data dirs, logs, pids")
+    kafka_version: str = "4.0.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_heap: str = "512m"
+    pg_port: int = 15432
+    pg_bin_dir: Path | None = Field(None, description="folder with initdb/postgres; found if unset")
+    pg_user: str = "metering"
+    pg_database: str = "metering"
+
+    # --- topics and the consumer group -------------------------------------
+    topic_usage: str = "usage.events"
+    topic_dlq: str = "usage.events.dlq"
+    topic_partitions: int = 6
+    replication_factor: int = 1
+    group_id: str = "metering-ingest"
+
+    # --- worker -----------------------------------------------------------
+    batch_size: int = 2000
+    batch_window_s: float = 0.5
+    worker_web_port: int = 6066
+    worker_web_host: str = "127.0.0.1"
+    log_level: str = "info"
+
+    # --- validation of incoming events (docs/events.md) -----------------------
+    max_message_bytes: int = 65_536
+    max_tokens_per_event: int = 50_000_000
+    clock_skew_s: float = 300.0
+    backdating_days: float = 35.0
+
+    def validation_policy(self) -> ValidationPolicy:
+        return ValidationPolicy(
+            max_message_bytes=self.max_message_bytes,
+            max_tokens_per_event=self.max_tokens_per_event,
+            clock_skew=timedelta(seconds=self.clock_skew_s),
+            backdating_window=timedelta(days=self.backdating_days),
+        )
+
+    @model_validator(mode="after")
+    def _derive_local_addresses(self) -> Settings:
+        if not self.kafka_bootstrap:
+            self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
+        if not self.database_url:
+            self.database_url = (
+                f"postgresql+psycopg://{self.pg_user}@127.0.0.1:{self.pg_port}/{self.pg_database}"
+            )
+        return self
+
+    @property
+    def psycopg_dsn(self) -> str:
+        """The database URL in the form psycopg (not SQLAlchemy) understands."""
+        return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""PostgreSQL adapters: engine, schema access, migrations, the batch writer."""

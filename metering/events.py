@@ -1,0 +1,462 @@
+"""Usage event schema v1: one Kafka message in, a ``UsageEvent`` or a ``Rejection`` out.
+
+Pure: no I/O, no clock and no settings. The caller passes ``now``, the tenant and model
+catalog, and the limits, so the same bytes always give the same answer for the same inputs.
+The contract for producers is ``docs/events.md``; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Final
+
+import orjson
+
+
+class Reason(StrEnum):
+    """Why a message was rejected; the value is what the dead-letter topic carries."""
+
+    OVERSIZED = "oversized"
+    NOT_JSON = "not_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    INVALID_EVENT_ID = "invalid_event_id"
+    INVALID_TENANT_ID = "invalid_tenant_id"
+    INVALID_MODEL = "invalid_model"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    FIELD_TOO_LONG = "field_too_long"
+    NEGATIVE_TOKENS = "negative_tokens"
+    NON_INTEGER_TOKENS = "non_integer_tokens"
+    CACHED_EXCEEDS_INPUT = "cached_exceeds_input"
+    REASONING_EXCEEDS_OUTPUT = "reasoning_exceeds_output"
+    IMPLAUSIBLE_TOKENS = "implausible_tokens"
+    OCCURRED_IN_FUTURE = "occurred_in_future"
+    OCCURRED_TOO_LONG_AGO = "occurred_too_long_ago"
+    INVALID_SERVICE_TIER = "invalid_service_tier"
+    INVALID_ATTRIBUTES = "invalid_attributes"
+    UNKNOWN_TENANT = "unknown_tenant"
+    UNKNOWN_MODEL = "unknown_model"
+
+
+REASONS: Final[tuple[str, ...]] = tuple(reason.value for reason in Reason)
+
+SERVICE_TIERS: Final[tuple[str, ...]] = ("standard", "batch", "priority")
+MODEL_MAX_CHARS: Final = 128
+TEXT_MAX_CHARS: Final = 256
+ATTRIBUTES_MAX_ENTRIES: Final = 32
+ATTRIBUTE_KEY_MAX_CHARS: Final = 64
+ATTRIBUTE_VALUE_MAX_CHARS: Final = 256
+
+_REQUIRED_FIELDS: Final = ("event_id", "tenant_id", "model", "occurred_at", "usage")
+_REQUIRED_USAGE_FIELDS: Final = ("input_tokens", "output_tokens")
+
+# uuid.UUID() alone also accepts braces, "urn:uuid:", missing hyphens and even underscores
+# between hex digits; the contract is the canonical 8-4-4-4-12 spelling only.
+_UUID_SHAPE: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_TENANT_ID_SHAPE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# datetime.fromisoformat() accepts far more than RFC 3339 (no seconds, no offset, week dates),
+# so the shape is checked first. RFC 3339 allows a lower-case "t" and "z"; fromisoformat does not.
+_RFC3339_SHAPE: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_SHOWN_VALUE_MAX_CHARS: Final = 80
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one request. Cached and cache-write tokens are parts of the input;
+    reasoning tokens are part of the output."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One accepted usage event, normalised: ``occurred_at`` in UTC, defaults filled in.
+
+    ``fingerprint`` is derived from the content, so it can never disagree with it: two
+    messages that mean the same thing have the same fingerprint, and a different payload under
+    a known ``event_id`` (a conflict) shows up as a different one.
+    """
+
+    event_id: uuid.UUID
+    tenant_id: str
+    model: str
+    occurred_at: datetime
+    usage: Usage
+    service_tier: str = "standard"
+    request_id: str | None = None
+    deployment: str | None = None
+    region: str | None = None
+    # A read-only mapping has no hash; equal events still hash alike through the other fields.
+    attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
+    fingerprint: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.occurred_at.tzinfo is not UTC:
+            if self.occurred_at.utcoffset() is None:
+                raise ValueError(f"occurred_at must be timezone-aware, got {self.occurred_at!r}")
+            object.__setattr__(self, "occurred_at", self.occurred_at.astimezone(UTC))
+        object.__setattr__(self, "attributes", MappingProxyType(dict(self.attributes)))
+        object.__setattr__(self, "fingerprint", hashlib.sha256(event_to_json(self)).digest())
+
+    @property
+    def hour(self) -> datetime:
+        """The UTC hour the event falls in, the grain of the hourly aggregates."""
+        return self.occurred_at.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message cannot be billed. The caller sends it to the dead-letter topic together
+    with the original bytes."""
+
+    reason: str  # one of REASONS
+    detail: str  # names the field and the value, for the person who has to fix the producer
+    event_id: str | None = None  # as sent, when it is a string
+    tenant_id: str | None = None  # as sent, when it is a string
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationPolicy:
+    max_message_bytes: int = 65_536
+    max_tokens_per_event: int = 50_000_000  # each token count; above it is a producer bug
+    clock_skew: timedelta = timedelta(minutes=5)  # how far in the future occurred_at may be
+    backdating_window: timedelta = timedelta(days=35)  # how far in the past occurred_at may be
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The tenants and models that exist; an event naming anything else is not billable."""
+
+    tenants: frozenset[str]
+    models: frozenset[str]
+
+
+_DEFAULT_POLICY: Final = ValidationPolicy()
+
+
+def parse_event(
+    raw: bytes,
+    *,
+    catalog: Catalog,
+    now: datetime,
+    policy: ValidationPolicy = _DEFAULT_POLICY,
+) -> UsageEvent | Rejection:
+    """Parse and validate one message of topic ``usage.events``.
+
+    ``now`` is the receiver's clock, timezone-aware. Checks run in a fixed order and the first
+    failure is reported: size, JSON, fields in schema order, then the catalog, so that a
+    malformed event is reported as malformed rather than as unknown.
+    """
+    if len(raw) > policy.max_message_bytes:
+        return Rejection(
+            Reason.OVERSIZED,
+            f"message is {len(raw)} bytes; the limit is {policy.max_message_bytes} bytes",
+        )
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejection(Reason.NOT_JSON, f"message is not UTF-8 encoded JSON: {exc}")
+    if type(document) is not dict:
+        return Rejection(
+            Reason.NOT_AN_OBJECT, f"message must be a JSON object, got {_json_type(document)}"
+        )
+    try:
+        return _event_from(document, catalog, now, policy)
+    except _Invalid as exc:
+        event_id = document.get("event_id")
+        tenant_id = document.get("tenant_id")
+        return Rejection(
+            exc.reason,
+            exc.detail,
+            event_id=event_id if type(event_id) is str else None,
+            tenant_id=tenant_id if type(tenant_id) is str else None,
+        )
+
+
+def event_to_json(event: UsageEvent) -> bytes:
+    """The canonical v1 JSON of an event: sorted keys, UTC with ``Z``, every usage count,
+    optional fields only when set. ``parse_event`` reads it back to an equal event, and its
+    SHA-256 is the event's fingerprint."""
+    usage = event.usage
+    document: dict[str, Any] = {
+        "event_id": event.event_id,
+        "tenant_id": event.tenant_id,
+        "model": event.model,
+        "occurred_at": event.occurred_at,
+        "service_tier": event.service_tier,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cached_input_tokens": usage.cached_input_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+        },
+    }
+    if event.request_id is not None:
+        document["request_id"] = event.request_id
+    if event.deployment is not None:
+        document["deployment"] = event.deployment
+    if event.region is not None:
+        document["region"] = event.region
+    if event.attributes:
+        document["attributes"] = dict(event.attributes)
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
+
+
+class _Invalid(Exception):
+    """Raised by the field checks below; ``parse_event`` turns it into a ``Rejection``."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _event_from(
+    document: dict[str, Any], catalog: Catalog, now: datetime, policy: ValidationPolicy
+) -> UsageEvent:
+    _require(document, _REQUIRED_FIELDS, prefix="")
+    event_id = _event_id(document["event_id"])
+    tenant_id = _tenant_id(document["tenant_id"])
+    model = _model(document["model"])
+    occurred_at = _occurred_at(document["occurred_at"], now, policy)
+    usage = _usage(document["usage"], policy.max_tokens_per_event)
+    service_tier = _service_tier(document.get("service_tier"))
+    request_id = _optional_text("request_id", document.get("request_id"))
+    deployment = _optional_text("deployment", document.get("deployment"))
+    region = _optional_text("region", document.get("region"))
+    attributes = _attributes(document.get("attributes"))
+    if tenant_id not in catalog.tenants:
+        raise _Invalid(Reason.UNKNOWN_TENANT, f"tenant_id {_show(tenant_id)} is not a tenant")
+    if model not in catalog.models:
+        raise _Invalid(Reason.UNKNOWN_MODEL, f"model {_show(model)} is not in the model catalog")
+    return UsageEvent(
+        event_id=event_id,
+        tenant_id=tenant_id,
+        model=model,
+        occurred_at=occurred_at,
+        usage=usage,
+        service_tier=service_tier,
+        request_id=request_id,
+        deployment=deployment,
+        region=region,
+        attributes=attributes,
+    )
+
+
+def _require(document: dict[str, Any], names: tuple[str, ...], *, prefix: str) -> None:
+    """Report every missing required field at once; null counts as missing."""
+    missing = [prefix + name for name in names if document.get(name) is None]
+    if missing:
+        raise _Invalid(
+            Reason.MISSING_FIELD, f"required field missing or null: {', '.join(missing)}"
+        )
+
+
+def _expect(name: str, value: Any, expected_type: type, expected: str) -> None:
+    if type(value) is not expected_type:
+        raise _Invalid(
+            Reason.WRONG_TYPE,
+            f"{name} must be {expected}, got {_json_type(value)} {_show(value)}",
+        )
+
+
+def _event_id(value: Any) -> uuid.UUID:
+    _expect("event_id", value, str, "a string")
+    if _UUID_SHAPE.fullmatch(value) is None:
+        raise _Invalid(
+            Reason.INVALID_EVENT_ID,
+            f"event_id {_show(value)} is not a UUID like 0b7e3f0c-5a8e-4c1e-9d2a-3f6b8c1d2e4f",
+        )
+    return uuid.UUID(value)
+
+
+def _tenant_id(value: Any) -> str:
+    _expect("tenant_id", value, str, "a string")
+    if _TENANT_ID_SHAPE.fullmatch(value) is None:
+        raise _Invalid(
+            Reason.INVALID_TENANT_ID,
+            f"tenant_id {_show(value)} ({len(value)} characters) must be 1 to 64 characters"
+            " from A-Z, a-z, 0-9, '.', '_' and '-'",
+        )
+    return value
+
+
+def _model(value: Any) -> str:
+    _expect("model", value, str, "a string")
+    if not 0 < len(value) <= MODEL_MAX_CHARS:
+        raise _Invalid(
+            Reason.INVALID_MODEL,
+            f"model {_show(value)} ({len(value)} characters) must be 1 to"
+            f" {MODEL_MAX_CHARS} characters",
+        )
+    return value
+
+
+def _occurred_at(value: Any, now: datetime, policy: ValidationPolicy) -> datetime:
+    _expect("occurred_at", value, str, "a string")
+    if _RFC3339_SHAPE.fullmatch(value) is None:
+        raise _Invalid(
+            Reason.INVALID_TIMESTAMP,
+            f"occurred_at {_show(value)} must be RFC 3339 with seconds and an offset,"
+            " e.g. 2026-11-25T10:00:00Z or 2026-11-25T12:00:00+02:00",
+        )
+    try:
+        occurred_at = datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # e.g. 2026-02-30, or past year 9999 in UTC
+        raise _Invalid(
+            Reason.INVALID_TIMESTAMP, f"occurred_at {_show(value)} is not a valid time: {exc}"
+        ) from None
+    if occurred_at > now + policy.clock_skew:
+        raise _Invalid(
+            Reason.OCCURRED_IN_FUTURE,
+            f"occurred_at {value} is {occurred_at - now} ahead of the receiver's clock"
+            f" ({now.isoformat()}); at most {policy.clock_skew} of clock skew is allowed",
+        )
+    if occurred_at < now - policy.backdating_window:
+        raise _Invalid(
+            Reason.OCCURRED_TOO_LONG_AGO,
+            f"occurred_at {value} is {now - occurred_at} before the receiver's clock"
+            f" ({now.isoformat()}); events older than {policy.backdating_window} are not accepted",
+        )
+    return occurred_at
+
+
+def _usage(value: Any, max_tokens: int) -> Usage:
+    _expect("usage", value, dict, "an object")
+    _require(value, _REQUIRED_USAGE_FIELDS, prefix="usage.")
+    usage = Usage(
+        input_tokens=_token_count(value, "input_tokens", max_tokens),
+        output_tokens=_token_count(value, "output_tokens", max_tokens),
+        cached_input_tokens=_token_count(value, "cached_input_tokens", max_tokens),
+        cache_write_tokens=_token_count(value, "cache_write_tokens", max_tokens),
+        reasoning_tokens=_token_count(value, "reasoning_tokens", max_tokens),
+    )
+    if usage.cached_input_tokens + usage.cache_write_tokens > usage.input_tokens:
+        raise _Invalid(
+            Reason.CACHED_EXCEEDS_INPUT,
+            f"usage.cached_input_tokens ({usage.cached_input_tokens})"
+            f" + usage.cache_write_tokens ({usage.cache_write_tokens})"
+            f" exceed usage.input_tokens ({usage.input_tokens})",
+        )
+    if usage.reasoning_tokens > usage.output_tokens:
+        raise _Invalid(
+            Reason.REASONING_EXCEEDS_OUTPUT,
+            f"usage.reasoning_tokens ({usage.reasoning_tokens})"
+            f" exceed usage.output_tokens ({usage.output_tokens})",
+        )
+    return usage
+
+
+def _token_count(usage: dict[str, Any], name: str, max_tokens: int) -> int:
+    """A count of tokens: a JSON integer from 0 to ``max_tokens``; absent or null is 0."""
+    value = usage.get(name)
+    if value is None:
+        return 0
+    # A float is 1.0, 1e3, or an integer too large for 64 bits, which orjson reads as a float.
+    if type(value) is float:
+        raise _Invalid(
+            Reason.NON_INTEGER_TOKENS, f"usage.{name} must be a JSON integer, got {_show(value)}"
+        )
+    _expect(f"usage.{name}", value, int, "an integer")  # exact type: refuses true and false
+    if value < 0:
+        raise _Invalid(Reason.NEGATIVE_TOKENS, f"usage.{name} must not be negative, got {value}")
+    if value > max_tokens:
+        raise _Invalid(
+            Reason.IMPLAUSIBLE_TOKENS,
+            f"usage.{name} ({value}) is above the limit of {max_tokens} tokens per event",
+        )
+    return value
+
+
+def _service_tier(value: Any) -> str:
+    if value is None:
+        return "standard"
+    _expect("service_tier", value, str, "a string")
+    if value not in SERVICE_TIERS:
+        raise _Invalid(
+            Reason.INVALID_SERVICE_TIER,
+            f"service_tier {_show(value)} must be one of {', '.join(SERVICE_TIERS)}",
+        )
+    return value
+
+
+def _optional_text(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    _expect(name, value, str, "a string")
+    if len(value) > TEXT_MAX_CHARS:
+        raise _Invalid(
+            Reason.FIELD_TOO_LONG,
+            f"{name} is {len(value)} characters; at most {TEXT_MAX_CHARS} are allowed",
+        )
+    return value
+
+
+def _attributes(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    _expect("attributes", value, dict, "an object")
+    if len(value) > ATTRIBUTES_MAX_ENTRIES:
+        raise _Invalid(
+            Reason.INVALID_ATTRIBUTES,
+            f"attributes has {len(value)} entries; at most {ATTRIBUTES_MAX_ENTRIES} are allowed",
+        )
+    for key, item in value.items():
+        if len(key) > ATTRIBUTE_KEY_MAX_CHARS:
+            raise _Invalid(
+                Reason.INVALID_ATTRIBUTES,
+                f"attributes key {_show(key)} is {len(key)} characters;"
+                f" at most {ATTRIBUTE_KEY_MAX_CHARS} are allowed",
+            )
+        if type(item) is not str:
+            raise _Invalid(
+                Reason.INVALID_ATTRIBUTES,
+                f"attributes[{_show(key)}] must be a string, got {_json_type(item)} {_show(item)}",
+            )
+        if len(item) > ATTRIBUTE_VALUE_MAX_CHARS:
+            raise _Invalid(
+                Reason.INVALID_ATTRIBUTES,
+                f"attributes[{_show(key)}] is {len(item)} characters;"
+                f" at most {ATTRIBUTE_VALUE_MAX_CHARS} are allowed",
+            )
+    return value
+
+
+_JSON_TYPE_NAMES: Final[dict[type, str]] = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPE_NAMES[type(value)]
+
+
+def _show(value: Any) -> str:
+    """The value as JSON, cut short so that a detail stays readable."""
+    text = orjson.dumps(value).decode()
+    if len(text) <= _SHOWN_VALUE_MAX_CHARS:
+        return text
+    return text[: _SHOWN_VALUE_MAX_CHARS - 3] + "..."

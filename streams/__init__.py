@@ -1,0 +1,1 @@
+"""The Faust stream processors: thin adapters from Kafka to the metering core."""

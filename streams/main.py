@@ -1,0 +1,26 @@
+"""Starts the Faust worker in this process, with the pipeline's agents registered."""
+
+from __future__ import annotations
+
+import asyncio
+
+from faust.worker import Worker
+
+from metering.config import Settings
+from metering.kafka_admin import ensure_topics
+from streams.agents import register_agents
+from streams.app import create_app
+
+
+def run_worker(settings: Settings) -> int:
+    """Runs until SIGTERM/SIGINT; returns the process exit code."""
+    asyncio.run(ensure_topics(settings))
+    asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its own
+    app = create_app(settings)
+    register_agents(app, settings)
+    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0

@@ -1,0 +1,183 @@
+"""Fixtures on real services: the local Kafka broker and PostgreSQL server.
+
+A session brings the services up (or reuses running ones); each test gets a fresh
+database cloned from a migrated template, and its own topics and consumer group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from metering.config import PROJECT_ROOT, Settings
+from metering.db import migrate
+from metering.services import KafkaBroker, PostgresServer
+
+TEMPLATE_DB = "metering_test_template"
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def postgres(base_settings: Settings) -> Iterator[PostgresServer]:
+    server = PostgresServer(base_settings)
+    was_running = server.status().running
+    server.up()
+    yield server
+    if not was_running:
+        server.down()
+
+
+@pytest.fixture(scope="session")
+def kafka(base_settings: Settings) -> Iterator[KafkaBroker]:
+    broker = KafkaBroker(base_settings)
+    was_running = broker.status().running
+    broker.up()
+    yield broker
+    if not was_running:
+        broker.down()
+
+
+def admin_dsn(settings: Settings) -> str:
+    return f"host=127.0.0.1 port={settings.pg_port} user={settings.pg_user} dbname=postgres"
+
+
+def database_url(settings: Settings, name: str) -> str:
+    return f"postgresql+psycopg://{settings.pg_user}@127.0.0.1:{settings.pg_port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres: PostgresServer, base_settings: Settings) -> str:
+    with psycopg.connect(admin_dsn(base_settings), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    migrate.upgrade(database_url(base_settings, TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def empty_database(postgres: PostgresServer, base_settings: Settings) -> Iterator[str]:
+    """A fresh, empty database's URL (no schema)."""
+    yield from _scratch_database(base_settings, template="template0")
+
+
+@pytest.fixture
+def database(migrated_template: str, base_settings: Settings) -> Iterator[str]:
+    """A fresh database at the head revision; its URL."""
+    yield from _scratch_database(base_settings, template=migrated_template)
+
+
+def _scratch_database(settings: Settings, template: str) -> Iterator[str]:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn(settings), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    yield database_url(settings, name)
+    with psycopg.connect(admin_dsn(settings), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def settings(base_settings: Settings, database: str, kafka: KafkaBroker) -> Settings:
+    """Settings for one test: its own database, topics and consumer group."""
+    suffix = uuid.uuid4().hex[:10]
+    return base_settings.model_copy(
+        update={
+            "database_url": database,
+            "topic_usage": f"usage.events.{suffix}",
+            "topic_dlq": f"usage.events.dlq.{suffix}",
+            "group_id": f"metering-test-{suffix}",
+            "worker_web_port": free_port(),
+            "batch_window_s": 0.2,
+        }
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a child `metering` process needs to use these settings."""
+    env = dict(os.environ)
+    for name in (
+        "kafka_bootstrap",
+        "database_url",
+        "topic_usage",
+        "topic_dlq",
+        "group_id",
+        "worker_web_port",
+        "batch_size",
+        "batch_window_s",
+        "topic_partitions",
+    ):
+        env[f"METERING_{name.upper()}"] = str(getattr(settings, name))
+    return env
+
+
+class WorkerProcess:
+    """A real `metering worker` process, stopped gently or killed like a crash."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "metering.cli", "worker"],
+            env=settings_env(settings),
+            cwd=PROJECT_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in the worker log:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+
+    def terminate(self, timeout_s: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout_s)
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
+    workers: list[WorkerProcess] = []
+
+    def start(worker_settings: Settings | None = None) -> WorkerProcess:
+        worker = WorkerProcess(worker_settings or settings, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        if worker.proc.poll() is None:
+            worker.kill()
