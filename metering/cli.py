@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import psycopg
 import typer
 
+from metering import reports
 from metering.config import get_settings
+from metering.db import catalog
+from metering.events import REASONS
+from metering.output import Format, render
+from metering.reports import TOKEN_COLUMNS, UsageFilter, UsageGrouping
 from metering.services import ServiceError, env_lines, local_services
+from metering.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants
+
+TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+USAGE_COLUMNS = ("events", *TOKEN_COLUMNS)
 
 app = typer.Typer(
     help="Usage metering and billing for LLM hosting: Kafka in, exact bills out.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-services_app = typer.Typer(help="Run the local Kafka broker and PostgreSQL server.", no_args_is_help=True)
-db_app = typer.Typer(help="Manage the billing database schema (Alembic migrations).", no_args_is_help=True)
+services_app = typer.Typer(
+    help="Run the local Kafka broker and PostgreSQL server.", no_args_is_help=True
+)
+db_app = typer.Typer(
+    help="Manage the billing database schema (Alembic migrations).", no_args_is_help=True
+)
 app.add_typer(services_app, name="services")
 app.add_typer(db_app, name="db")
 
@@ -92,7 +112,9 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
 
 
 @db_app.command("downgrade")
-def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. -1 or base.")) -> None:
+def db_downgrade(
+    revision: str = typer.Argument(..., help="Target revision, e.g. -1 or base."),
+) -> None:
     """Undo migrations down to a revision."""
     from metering.db import migrate
 
@@ -116,6 +138,281 @@ def worker() -> None:
     from streams.main import run_worker
 
     sys.exit(run_worker(get_settings()))
+
+
+# --- catalogs -------------------------------------------------------------------------
+
+tenants_app = typer.Typer(
+    help="The tenant catalog: events for unknown tenants are rejected.", no_args_is_help=True
+)
+models_app = typer.Typer(
+    help="The model catalog: events for unknown models are rejected.", no_args_is_help=True
+)
+dlq_app = typer.Typer(
+    help="Dead letters: rejected events, their reasons, and replay.", no_args_is_help=True
+)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(models_app, name="models")
+app.add_typer(dlq_app, name="dlq")
+
+FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
+
+
+@contextmanager
+def database() -> Iterator[psycopg.Connection]:
+    """A connection to the billing database, or a clear error saying how to get one."""
+    settings = get_settings()
+    try:
+        conn = psycopg.connect(settings.psycopg_dsn, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise fail(
+            f"cannot reach the database at {settings.database_url}: {str(exc).strip()}\n"
+            "Start the local one with `metering services up`, or set METERING_DATABASE_URL."
+        ) from None
+    try:
+        with conn:
+            yield conn
+    except psycopg.errors.UndefinedTable:
+        raise fail("the database has no schema yet: run `metering db upgrade`") from None
+
+
+@tenants_app.command("add")
+def tenants_add(
+    tenant_id: Annotated[str, typer.Argument(help="1-64 chars of A-Za-z0-9._-")],
+    name: Annotated[str | None, typer.Option(help="Display name (default: the id).")] = None,
+) -> None:
+    """Add a tenant (no-op if it exists)."""
+    if not TENANT_ID.fullmatch(tenant_id):
+        raise fail(f"tenant id {tenant_id!r} must be 1-64 characters of A-Za-z0-9._-")
+    with database() as conn:
+        added = catalog.add_tenants(conn, [catalog.TenantRow(tenant_id, name or tenant_id)])
+    typer.echo(f"tenant {tenant_id} {'added' if added else 'already exists'}")
+
+
+@tenants_app.command("list")
+def tenants_list(fmt: FormatOption = Format.table) -> None:
+    """List tenants."""
+    with database() as conn:
+        rows = [asdict(t) for t in catalog.list_tenants(conn)]
+    typer.echo(render(rows, ["tenant_id", "display_name"], fmt))
+
+
+@models_app.command("add")
+def models_add(
+    model_id: Annotated[str, typer.Argument(help="Model id as events name it, e.g. grok-3.")],
+    provider: Annotated[str, typer.Option(help="Who serves it: xai, openai, meta, ...")],
+    name: Annotated[str | None, typer.Option(help="Display name (default: the id).")] = None,
+) -> None:
+    """Add a model (no-op if it exists). Events rejected as unknown_model can then be replayed."""
+    with database() as conn:
+        added = catalog.add_models(conn, [catalog.ModelRow(model_id, provider, name or model_id)])
+    typer.echo(f"model {model_id} {'added' if added else 'already exists'}")
+
+
+@models_app.command("list")
+def models_list(fmt: FormatOption = Format.table) -> None:
+    """List models."""
+    with database() as conn:
+        rows = [asdict(m) for m in catalog.list_models(conn)]
+    typer.echo(render(rows, ["model_id", "provider", "display_name"], fmt))
+
+
+@app.command("seed-demo")
+def seed_demo(
+    tenants: Annotated[int, typer.Option(help="How many demo tenants.")] = 50,
+) -> None:
+    """Seed the catalogs with the demo tenants and models `metering produce` uses."""
+    with database() as conn:
+        new_models = catalog.add_models(
+            conn, [catalog.ModelRow(m.model_id, m.provider, m.display_name) for m in DEMO_MODELS]
+        )
+        new_tenants = catalog.add_tenants(
+            conn, [catalog.TenantRow(t, t) for t in demo_tenants(tenants)]
+        )
+    typer.echo(f"seeded {new_tenants} new tenants and {new_models} new models")
+
+
+# --- reading the numbers -----------------------------------------------------------------
+
+
+def _parse_day(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(
+            f"{option} {value!r} is not a date; use YYYY-MM-DD or an ISO timestamp"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def usage(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="From this date/time (UTC), inclusive.")
+    ] = None,
+    to: Annotated[str | None, typer.Option(help="Up to this date/time (UTC), exclusive.")] = None,
+    by: Annotated[UsageGrouping, typer.Option(help="Group rows by.")] = UsageGrouping.tenant,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Token usage from reporting.usage_hourly, grouped by hour, day, model or tenant."""
+    where = UsageFilter(tenant, model, _parse_day(from_, "--from"), _parse_day(to, "--to"))
+    with database() as conn:
+        columns, rows = reports.usage(conn, by, where)
+    typer.echo(render(rows, columns, fmt))
+
+
+@app.command()
+def reconcile(fmt: FormatOption = Format.table) -> None:
+    """Check produced = accepted + duplicates + conflicts + rejected and ledger = aggregates.
+
+    Prints both figures of each check; exits 1 if any pair differs.
+    """
+    from metering.reconcile import reconcile as run_checks
+
+    checks = run_checks(get_settings())
+    rows = [
+        {
+            "check": c.name,
+            "expected": c.expected,
+            "actual": c.actual,
+            "result": "ok" if c.ok else "MISMATCH",
+            "how": c.how,
+        }
+        for c in checks
+    ]
+    typer.echo(render(rows, ["check", "expected", "actual", "result", "how"], fmt))
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def lag(
+    wait: Annotated[float, typer.Option(help="Wait up to this many seconds for zero lag.")] = 0.0,
+) -> None:
+    """Records in the usage topic the ledger has not processed yet; exits 1 if not zero."""
+    from metering.reconcile import lag as unprocessed
+
+    settings = get_settings()
+    deadline = time.monotonic() + wait
+    while True:
+        remaining = asyncio.run(unprocessed(settings))
+        if remaining == 0 or time.monotonic() >= deadline:
+            break
+        typer.echo(f"lag: {remaining:,} records to go", err=True)
+        time.sleep(1.0)
+    typer.echo(f"lag: {remaining:,}")
+    if remaining:
+        raise typer.Exit(1)
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(fmt: FormatOption = Format.table) -> None:
+    """Summarise dead letters by reason, with the latest detail for each."""
+    with database() as conn:
+        columns, rows = reports.dead_letter_summary(conn)
+    typer.echo(render(rows, columns, fmt))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    reason: Annotated[str, typer.Option(help="Replay the dead letters with this reason.")],
+    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+) -> None:
+    """Send rejected originals back through ingest once the cause is fixed.
+
+    Never bills twice: the ledger ignores event ids it already has.
+    """
+    from metering import dlq
+
+    if reason not in REASONS:
+        raise fail(f"unknown reason {reason!r}; reasons are: {', '.join(REASONS)}")
+    settings = get_settings()
+    count = asyncio.run(
+        dlq.replay(
+            settings.psycopg_dsn,
+            settings.kafka_bootstrap,
+            settings.topic_usage,
+            reason,
+            limit=limit,
+            progress=lambda n: typer.echo(f"replayed {n:,}", err=True),
+        )
+    )
+    typer.echo(f"replayed {count:,} dead letters with reason {reason} to {settings.topic_usage}")
+
+
+# --- load -------------------------------------------------------------------------------------
+
+
+@app.command()
+def produce(
+    events: Annotated[int, typer.Option(help="Messages to send in all.")] = 100_000,
+    tenants: Annotated[int, typer.Option(help="Demo tenants to spread them over (skewed).")] = 50,
+    models: Annotated[int, typer.Option(help=f"Demo models to use (1-{len(DEMO_MODELS)}).")] = 10,
+    duplicates: Annotated[float, typer.Option(help="Fraction resent as exact duplicates.")] = 0.02,
+    invalid: Annotated[float, typer.Option(help="Fraction that is invalid.")] = 0.005,
+    late: Annotated[
+        float, typer.Option(help="Fraction arriving 1-72 h late (still billable).")
+    ] = 0.01,
+    rate: Annotated[
+        float | None, typer.Option(help="Messages per second (default: flat out).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same traffic.")] = 42,
+) -> None:
+    """Generate realistic usage traffic and print the totals a correct pipeline must show.
+
+    Compare the printed totals with `metering usage --by tenant`.
+    """
+    from metering.kafka_admin import ensure_topics
+    from metering.producer import produce as send_all
+
+    settings = get_settings()
+    try:
+        spec = TrafficSpec(
+            events, tenants, models, duplicates, invalid, late, seed, datetime.now(UTC)
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    plan = TrafficPlan(spec)
+    started = time.monotonic()
+
+    def show(sent: int) -> None:
+        rate_now = sent / max(time.monotonic() - started, 1e-9)
+        typer.echo(f"\rproduced {sent:,}/{events:,} ({rate_now:,.0f}/s)", err=True, nl=False)
+
+    asyncio.run(ensure_topics(settings))
+    sent = asyncio.run(
+        send_all(
+            plan.messages(),
+            bootstrap_servers=settings.kafka_bootstrap,
+            topic=settings.topic_usage,
+            rate=rate,
+            progress=show,
+        )
+    )
+    elapsed = time.monotonic() - started
+    typer.echo(
+        f"\rproduced {sent:,} messages to {settings.topic_usage} in {elapsed:.1f}s "
+        f"({sent / max(elapsed, 1e-9):,.0f}/s)",
+        err=True,
+    )
+    expected = plan.expected
+    typer.echo("messages by kind: " + ", ".join(f"{k}={v:,}" for k, v in expected.messages.items()))
+    by_tenant: dict[str, dict[str, Any]] = {}
+    for (tenant_id, _), totals in sorted(expected.usage.items()):
+        row = by_tenant.setdefault(
+            tenant_id, {"tenant_id": tenant_id, **dict.fromkeys(USAGE_COLUMNS, 0)}
+        )
+        for column in USAGE_COLUMNS:
+            row[column] += getattr(totals, column)
+    typer.echo("expected usage (compare with `metering usage --by tenant`):")
+    typer.echo(render(list(by_tenant.values()), ["tenant_id", *USAGE_COLUMNS], Format.table))
 
 
 if __name__ == "__main__":

@@ -67,7 +67,9 @@ _TENANT_ID_SHAPE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # datetime.fromisoformat() accepts far more than RFC 3339 (no seconds, no offset, week dates),
 # so the shape is checked first. RFC 3339 allows a lower-case "t" and "z"; fromisoformat does not.
 _RFC3339_SHAPE: Final = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"  # full-date
+    r"[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"  # partial-time, any fraction of a second
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"  # time-offset, required
 )
 _SHOWN_VALUE_MAX_CHARS: Final = 80
 
@@ -116,7 +118,7 @@ class UsageEvent:
 
     @property
     def hour(self) -> datetime:
-        """The UTC hour the event falls in, the grain of the hourly aggregates."""
+        """The start of the UTC hour the event falls in."""
         return self.occurred_at.replace(minute=0, second=0, microsecond=0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -33,30 +34,37 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
             if name not in existing
         ]
         if missing:
-            try:
+            with suppress(TopicAlreadyExistsError):  # another process was quicker
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created it in between
     finally:
         await admin.close()
 
 
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """The topic's partition numbers; empty if the topic does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if description["error_code"]:
+        return []
+    return sorted(p["partition"] for p in description["partitions"])
+
+
 async def topic_offsets(settings: Settings, topic: str, group_id: str) -> list[PartitionOffsets]:
+    tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
+    if not tps:
+        return []
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=group_id, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        await consumer.topics()  # loads cluster metadata
-        partitions = sorted(consumer.partitions_for_topic(topic) or set())
-        tps = [TopicPartition(topic, p) for p in partitions]
-        if not tps:
-            return []
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         committed = {tp: await consumer.committed(tp) for tp in tps}
-        return [
-            PartitionOffsets(tp.partition, starts[tp], ends[tp], committed[tp]) for tp in tps
-        ]
+        return [PartitionOffsets(tp.partition, starts[tp], ends[tp], committed[tp]) for tp in tps]
     finally:
         await consumer.stop()

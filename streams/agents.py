@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from metering.config import Settings
 from metering.db.catalog import CatalogCache
 from metering.db.ledger import BatchOutcome, Ledger, SourceRecord
-from metering.events import Rejection, UsageEvent, ValidationPolicy, parse_event
+from metering.events import Rejection, UsageEvent, parse_event
 from streams.topics import dead_letters, usage_events
 
 log = logging.getLogger("metering.ingest")
@@ -68,13 +68,13 @@ class Ingest:
     ) -> tuple[list[tuple[SourceRecord, UsageEvent]], list[tuple[SourceRecord, Rejection]]]:
         now = datetime.now(UTC)
         results = [self._parse(r.value, now) for r in records]
-        if any(isinstance(x, Rejection) and x.reason in CATALOG_REASONS for x in results):
-            # Something unknown: the catalog may have grown since we last looked.
-            if await self.catalog.reload_if_due(await self.ledger.connection()):
-                results = [
-                    self._parse(r.value, now) if isinstance(x, Rejection) else x
-                    for r, x in zip(records, results, strict=True)
-                ]
+        unknown = any(isinstance(x, Rejection) and x.reason in CATALOG_REASONS for x in results)
+        # Something unknown: the catalog may have grown since we last looked.
+        if unknown and await self.catalog.reload_if_due(await self.ledger.connection()):
+            results = [
+                self._parse(r.value, now) if isinstance(x, Rejection) else x
+                for r, x in zip(records, results, strict=True)
+            ]
         accepted: list[tuple[SourceRecord, UsageEvent]] = []
         rejected: list[tuple[SourceRecord, Rejection]] = []
         for record, result in zip(records, results, strict=True):
@@ -130,7 +130,10 @@ def register_agents(app: faust.App, settings: Settings) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_window_s):
             records = [
                 SourceRecord(
-                    e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
                     e.message.value,
                 )
                 for e in events

@@ -150,7 +150,9 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout_s
         while text not in self.log():
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+                raise AssertionError(
+                    f"worker exited ({self.proc.returncode}):\n{self.log()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {text!r} in the worker log:\n{self.log()[-3000:]}")
             time.sleep(0.2)

@@ -131,7 +131,8 @@ class PostgresServer:
             )
 
     def _conninfo(self, dbname: str) -> str:
-        return f"host=127.0.0.1 port={self.settings.pg_port} user={self.settings.pg_user} dbname={dbname}"
+        s = self.settings
+        return f"host=127.0.0.1 port={s.pg_port} user={s.pg_user} dbname={dbname}"
 
     def _accepts_connections(self, process: subprocess.Popen[bytes]) -> bool:
         if process.poll() is not None:

@@ -19,7 +19,9 @@ def upgrade() -> None:
         "tenants",
         sa.Column("tenant_id", sa.Text, primary_key=True),
         sa.Column("display_name", sa.Text, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.CheckConstraint(r"tenant_id ~ '^[A-Za-z0-9._-]{1,64}$'", name="tenant_id_format"),
     )
     op.create_table(
@@ -27,7 +29,9 @@ def upgrade() -> None:
         sa.Column("model_id", sa.Text, primary_key=True),
         sa.Column("provider", sa.Text, nullable=False),
         sa.Column("display_name", sa.Text, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
     )
     op.execute("CREATE SCHEMA reporting")
     op.execute("COMMENT ON SCHEMA reporting IS 'Stable views for SQL reports; see docs/reports.md'")

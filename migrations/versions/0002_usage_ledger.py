@@ -121,5 +121,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP VIEW reporting.usage_hourly")
-    for table in ("ledger_conflicts", "rejections", "ingest_progress", "usage_hourly", "usage_ledger"):
+    for table in (
+        "ledger_conflicts",
+        "rejections",
+        "ingest_progress",
+        "usage_hourly",
+        "usage_ledger",
+    ):
         op.drop_table(table)

@@ -1,0 +1,84 @@
+"""Queries behind `metering usage` and `metering dlq list`, on the `reporting` views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+
+class UsageGrouping(StrEnum):
+    hour = "hour"
+    day = "day"
+    model = "model"
+    tenant = "tenant"
+
+
+_GROUP_EXPRESSIONS = {
+    UsageGrouping.hour: ("hour", "hour"),
+    UsageGrouping.day: ("date_trunc('day', hour, 'UTC')", "day"),
+    UsageGrouping.model: ("model", "model"),
+    UsageGrouping.tenant: ("tenant_id", "tenant_id"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    tenant_id: str | None = None
+    model: str | None = None
+    start: datetime | None = None  # inclusive, compared with the UTC hour
+    end: datetime | None = None  # exclusive
+
+
+def usage(
+    conn: psycopg.Connection, by: UsageGrouping, where: UsageFilter
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Token totals from ``reporting.usage_hourly``, grouped one way; returns columns, rows."""
+    expression, label = _GROUP_EXPRESSIONS[by]
+    sums = ", ".join(f"sum({c})::bigint AS {c}" for c in TOKEN_COLUMNS)
+    query = f"""
+        SELECT {expression} AS {label}, sum(events)::bigint AS events, {sums}
+          FROM reporting.usage_hourly
+         WHERE (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
+           AND (%(model)s::text IS NULL OR model = %(model)s)
+           AND (%(start)s::timestamptz IS NULL OR hour >= %(start)s)
+           AND (%(end)s::timestamptz IS NULL OR hour < %(end)s)
+         GROUP BY 1 ORDER BY 1
+    """
+    params = {
+        "tenant": where.tenant_id,
+        "model": where.model,
+        "start": where.start,
+        "end": where.end,
+    }
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, params).fetchall()
+    return [label, "events", *TOKEN_COLUMNS], rows
+
+
+def dead_letter_summary(conn: psycopg.Connection) -> tuple[list[str], list[dict[str, Any]]]:
+    query = """
+        SELECT reason,
+               count(*) AS events,
+               count(*) FILTER (WHERE replayed_at IS NULL) AS awaiting_replay,
+               max(rejected_at) AS last_seen,
+               (array_agg(detail ORDER BY rejection_id DESC))[1] AS latest_detail
+          FROM rejections
+         GROUP BY reason
+         ORDER BY count(*) DESC, reason
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query).fetchall()
+    return ["reason", "events", "awaiting_replay", "last_seen", "latest_detail"], rows
