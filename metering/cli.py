@@ -15,11 +15,13 @@ from typing import Annotated, Any, TypeVar
 
 import psycopg
 import typer
+from aiokafka.errors import KafkaConnectionError
 
 from metering import reports
 from metering.config import get_settings
 from metering.db import catalog
 from metering.events import REASONS
+from metering.kafka_admin import TopicMissingError
 from metering.output import Format, render
 from metering.reports import TOKEN_COLUMNS, UsageFilter, UsageGrouping
 from metering.services import ServiceError, env_lines, local_services
@@ -57,8 +59,22 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except ServiceError as exc:
+        except (ServiceError, TopicMissingError) as exc:
             raise fail(str(exc)) from None
+        except psycopg.errors.UndefinedTable:
+            raise fail("the database has no schema yet: run `metering db upgrade`") from None
+        except psycopg.OperationalError as exc:
+            settings = get_settings()
+            raise fail(
+                f"cannot use the database at {settings.database_url}: {str(exc).strip()}\n"
+                "Start the local one with `metering services up`, or set METERING_DATABASE_URL."
+            ) from None
+        except KafkaConnectionError as exc:
+            raise fail(
+                f"cannot reach Kafka at {get_settings().kafka_bootstrap}: {exc}\n"
+                "Start the local broker with `metering services up`, or set "
+                "METERING_KAFKA_BOOTSTRAP."
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -86,6 +102,7 @@ def services_down() -> None:
 
 
 @services_app.command("status")
+@friendly_errors
 def services_status() -> None:
     """Show whether each local service is running, where, and its log file."""
     statuses = [service.status() for service in local_services(get_settings())]
@@ -97,6 +114,7 @@ def services_status() -> None:
 
 
 @services_app.command("env")
+@friendly_errors
 def services_env() -> None:
     """Print `export METERING_...` lines for a shell: eval "$(metering services env)"."""
     for line in env_lines(get_settings()):
@@ -104,6 +122,7 @@ def services_env() -> None:
 
 
 @db_app.command("upgrade")
+@friendly_errors
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Bring the database at METERING_DATABASE_URL to a schema revision (default: head)."""
     from metering.db import migrate
@@ -112,6 +131,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
 
 
 @db_app.command("downgrade")
+@friendly_errors
 def db_downgrade(
     revision: str = typer.Argument(..., help="Target revision, e.g. -1 or base."),
 ) -> None:
@@ -122,6 +142,7 @@ def db_downgrade(
 
 
 @db_app.command("current")
+@friendly_errors
 def db_current() -> None:
     """Show the database's current schema revision."""
     from metering.db import migrate
@@ -130,6 +151,7 @@ def db_current() -> None:
 
 
 @app.command()
+@friendly_errors
 def worker() -> None:
     """Run the stream worker: consume usage events, write the ledger, dead-letter bad input.
 
@@ -160,23 +182,13 @@ FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")
 
 @contextmanager
 def database() -> Iterator[psycopg.Connection]:
-    """A connection to the billing database, or a clear error saying how to get one."""
-    settings = get_settings()
-    try:
-        conn = psycopg.connect(settings.psycopg_dsn, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        raise fail(
-            f"cannot reach the database at {settings.database_url}: {str(exc).strip()}\n"
-            "Start the local one with `metering services up`, or set METERING_DATABASE_URL."
-        ) from None
-    try:
-        with conn:
-            yield conn
-    except psycopg.errors.UndefinedTable:
-        raise fail("the database has no schema yet: run `metering db upgrade`") from None
+    """A connection to the billing database, committed when the block succeeds."""
+    with psycopg.connect(get_settings().psycopg_dsn, connect_timeout=5) as conn:
+        yield conn
 
 
 @tenants_app.command("add")
+@friendly_errors
 def tenants_add(
     tenant_id: Annotated[str, typer.Argument(help="1-64 chars of A-Za-z0-9._-")],
     name: Annotated[str | None, typer.Option(help="Display name (default: the id).")] = None,
@@ -190,6 +202,7 @@ def tenants_add(
 
 
 @tenants_app.command("list")
+@friendly_errors
 def tenants_list(fmt: FormatOption = Format.table) -> None:
     """List tenants."""
     with database() as conn:
@@ -198,6 +211,7 @@ def tenants_list(fmt: FormatOption = Format.table) -> None:
 
 
 @models_app.command("add")
+@friendly_errors
 def models_add(
     model_id: Annotated[str, typer.Argument(help="Model id as events name it, e.g. grok-3.")],
     provider: Annotated[str, typer.Option(help="Who serves it: xai, openai, meta, ...")],
@@ -210,6 +224,7 @@ def models_add(
 
 
 @models_app.command("list")
+@friendly_errors
 def models_list(fmt: FormatOption = Format.table) -> None:
     """List models."""
     with database() as conn:
@@ -218,6 +233,7 @@ def models_list(fmt: FormatOption = Format.table) -> None:
 
 
 @app.command("seed-demo")
+@friendly_errors
 def seed_demo(
     tenants: Annotated[int, typer.Option(help="How many demo tenants.")] = 50,
 ) -> None:
@@ -248,6 +264,7 @@ def _parse_day(value: str | None, option: str) -> datetime | None:
 
 
 @app.command()
+@friendly_errors
 def usage(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
@@ -266,6 +283,7 @@ def usage(
 
 
 @app.command()
+@friendly_errors
 def reconcile(fmt: FormatOption = Format.table) -> None:
     """Check produced = accepted + duplicates + conflicts + rejected and ledger = aggregates.
 
@@ -290,6 +308,7 @@ def reconcile(fmt: FormatOption = Format.table) -> None:
 
 
 @app.command()
+@friendly_errors
 def lag(
     wait: Annotated[float, typer.Option(help="Wait up to this many seconds for zero lag.")] = 0.0,
 ) -> None:
@@ -313,6 +332,7 @@ def lag(
 
 
 @dlq_app.command("list")
+@friendly_errors
 def dlq_list(fmt: FormatOption = Format.table) -> None:
     """Summarise dead letters by reason, with the latest detail for each."""
     with database() as conn:
@@ -321,6 +341,7 @@ def dlq_list(fmt: FormatOption = Format.table) -> None:
 
 
 @dlq_app.command("replay")
+@friendly_errors
 def dlq_replay(
     reason: Annotated[str, typer.Option(help="Replay the dead letters with this reason.")],
     limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
@@ -351,6 +372,7 @@ def dlq_replay(
 
 
 @app.command()
+@friendly_errors
 def produce(
     events: Annotated[int, typer.Option(help="Messages to send in all.")] = 100_000,
     tenants: Annotated[int, typer.Option(help="Demo tenants to spread them over (skewed).")] = 50,

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # --- worker -----------------------------------------------------------
     batch_size: int = 2000
     batch_window_s: float = 0.5
+    session_timeout_s: float = Field(
+        10.0, description="how soon a crashed worker's partitions move to the others"
+    )
     worker_web_port: int = 6066
     worker_web_host: str = "127.0.0.1"
     log_level: str = "info"

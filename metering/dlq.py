@@ -25,17 +25,24 @@ async def replay(
     limit: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Re-produces rejected originals with ``reason`` not yet replayed; returns how many."""
+    """Re-produces rejected originals with ``reason`` not yet replayed; returns how many.
+
+    Only dead letters that exist when the replay starts are replayed: an original that is
+    rejected again (its cause was not fixed after all) waits for the next replay instead
+    of looping.
+    """
     replayed = 0
     async with UsageProducer(bootstrap_servers, topic) as producer:
         with psycopg.connect(dsn) as conn:
+            newest = conn.execute("SELECT coalesce(max(rejection_id), 0) FROM rejections")
+            last_id = newest.fetchone()[0]  # type: ignore[index]
             while limit is None or replayed < limit:
                 chunk = REPLAY_CHUNK if limit is None else min(REPLAY_CHUNK, limit - replayed)
                 rows = conn.execute(
                     "SELECT rejection_id, key, raw FROM rejections"
-                    " WHERE reason = %s AND replayed_at IS NULL"
+                    " WHERE reason = %s AND replayed_at IS NULL AND rejection_id <= %s"
                     " ORDER BY rejection_id LIMIT %s",
-                    (reason, chunk),
+                    (reason, last_id, chunk),
                 ).fetchall()
                 if not rows:
                     break

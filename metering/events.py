@@ -131,6 +131,7 @@ class Rejection:
     detail: str  # names the field and the value, for the person who has to fix the producer
     event_id: str | None = None  # as sent, when it is a string
     tenant_id: str | None = None  # as sent, when it is a string
+    model: str | None = None  # as sent, when it is a string
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +184,13 @@ def parse_event(
     except _Invalid as exc:
         event_id = document.get("event_id")
         tenant_id = document.get("tenant_id")
+        model = document.get("model")
         return Rejection(
             exc.reason,
             exc.detail,
             event_id=event_id if type(event_id) is str else None,
             tenant_id=tenant_id if type(tenant_id) is str else None,
+            model=model if type(model) is str else None,
         )
 
 

@@ -13,6 +13,10 @@ from aiokafka.errors import TopicAlreadyExistsError
 from metering.config import Settings
 
 
+class TopicMissingError(LookupError):
+    """A topic the command needs does not exist (often a typo in METERING_TOPIC_*)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionOffsets:
     partition: int
@@ -56,7 +60,10 @@ async def partitions_of(settings: Settings, topic: str) -> list[int]:
 async def topic_offsets(settings: Settings, topic: str, group_id: str) -> list[PartitionOffsets]:
     tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
     if not tps:
-        return []
+        raise TopicMissingError(
+            f"topic {topic!r} does not exist on {settings.kafka_bootstrap}; check "
+            "METERING_TOPIC_USAGE, or start a worker or producer, which create it"
+        )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=group_id, enable_auto_commit=False
     )

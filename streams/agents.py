@@ -1,10 +1,11 @@
 """The ingest agent: decode, classify with the pure core, write one transaction per batch.
 
 Failure policy (billing prefers stopping to guessing): a batch is retried until it
-commits; transient PostgreSQL or Kafka errors are retried with back-off. If the worker
-is told to stop in the middle of a batch, the batch gets a grace period to finish; if it
-cannot, the process exits without committing Kafka offsets, so the batch is simply
-processed again on restart (the ledger ignores what it already has).
+commits; transient PostgreSQL or Kafka errors are retried with back-off. On SIGTERM
+Faust waits for the agent's current batch, which then commits normally. Should the
+batch be cancelled anyway, or fail with an unexpected error, the process exits without
+committing Kafka offsets, so the batch is simply processed again on restart (the ledger
+ignores what it already has).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 
@@ -49,7 +51,7 @@ class Ingest:
         while True:
             try:
                 return await self._process_once(records)
-            except (psycopg.OperationalError, psycopg.errors.TransactionRollbackError) as exc:
+            except (psycopg.OperationalError, psycopg.errors.TransactionRollback) as exc:
                 log.warning("database unavailable, retrying batch in %.1fs: %s", delay, exc)
             except KafkaError as exc:
                 log.warning("dead-letter publish failed, retrying batch in %.1fs: %r", delay, exc)
@@ -67,10 +69,16 @@ class Ingest:
         self, records: Sequence[SourceRecord]
     ) -> tuple[list[tuple[SourceRecord, UsageEvent]], list[tuple[SourceRecord, Rejection]]]:
         now = datetime.now(UTC)
+        conn = await self.ledger.connection()
+        await self.catalog.load(conn)
         results = [self._parse(r.value, now) for r in records]
-        unknown = any(isinstance(x, Rejection) and x.reason in CATALOG_REASONS for x in results)
+        unknown = [x for x in results if isinstance(x, Rejection) and x.reason in CATALOG_REASONS]
         # Something unknown: the catalog may have grown since we last looked.
-        if unknown and await self.catalog.reload_if_due(await self.ledger.connection()):
+        if unknown and await self.catalog.learn(
+            conn,
+            tenants={x.tenant_id for x in unknown if x.tenant_id},
+            models={x.model for x in unknown if x.model},
+        ):
             results = [
                 self._parse(r.value, now) if isinstance(x, Rejection) else x
                 for r, x in zip(records, results, strict=True)
@@ -138,10 +146,13 @@ def register_agents(app: faust.App, settings: Settings) -> None:
                 )
                 for e in events
             ]
+            started = time.perf_counter()
             outcome = await _finish_or_exit(ingest.process(records))
             log.info(
-                "batch of %d: accepted=%d duplicates=%d conflicts=%d rejected=%d skipped=%d",
+                "batch of %d in %.0f ms: accepted=%d duplicates=%d conflicts=%d rejected=%d"
+                " skipped=%d",
                 len(records),
+                (time.perf_counter() - started) * 1000,
                 outcome.accepted,
                 outcome.duplicates,
                 outcome.conflicts,

@@ -23,5 +23,7 @@ def create_app(settings: Settings) -> faust.App:
         web_host=settings.worker_web_host,
         broker_commit_every=settings.batch_size,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(settings.session_timeout_s / 5, 0.5),
     )
     return app

@@ -71,16 +71,17 @@ def migrated_template(postgres: PostgresServer, base_settings: Settings) -> str:
 @pytest.fixture
 def empty_database(postgres: PostgresServer, base_settings: Settings) -> Iterator[str]:
     """A fresh, empty database's URL (no schema)."""
-    yield from _scratch_database(base_settings, template="template0")
+    yield from scratch_database(base_settings, template="template0")
 
 
 @pytest.fixture
 def database(migrated_template: str, base_settings: Settings) -> Iterator[str]:
     """A fresh database at the head revision; its URL."""
-    yield from _scratch_database(base_settings, template=migrated_template)
+    yield from scratch_database(base_settings, template=migrated_template)
 
 
-def _scratch_database(settings: Settings, template: str) -> Iterator[str]:
+def scratch_database(settings: Settings, template: str) -> Iterator[str]:
+    """Creates a database from ``template``, yields its URL, then drops it."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_dsn(settings), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
@@ -95,13 +96,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def settings(base_settings: Settings, database: str, kafka: KafkaBroker) -> Settings:
-    """Settings for one test: its own database, topics and consumer group."""
+def isolated_settings(base_settings: Settings, database_url: str) -> Settings:
+    """Settings with their own database, topics, consumer group and web port."""
     suffix = uuid.uuid4().hex[:10]
     return base_settings.model_copy(
         update={
-            "database_url": database,
+            "database_url": database_url,
             "topic_usage": f"usage.events.{suffix}",
             "topic_dlq": f"usage.events.dlq.{suffix}",
             "group_id": f"metering-test-{suffix}",
@@ -109,6 +109,12 @@ def settings(base_settings: Settings, database: str, kafka: KafkaBroker) -> Sett
             "batch_window_s": 0.2,
         }
     )
+
+
+@pytest.fixture
+def settings(base_settings: Settings, database: str, kafka: KafkaBroker) -> Settings:
+    """Settings for one test: its own database, topics and consumer group."""
+    return isolated_settings(base_settings, database)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

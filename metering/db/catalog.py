@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import psycopg
@@ -58,29 +57,46 @@ def list_models(conn: psycopg.Connection) -> list[ModelRow]:
 
 
 class CatalogCache:
-    """The worker's view of the catalogs, reloaded when an event names something unknown.
+    """The worker's view of the catalogs.
 
-    Reloads are rate-limited so that a flood of events for an unknown model costs one
-    query a second, not one per event; a model added with `metering models add` is seen
-    within that second.
+    Loaded in full once; afterwards, a batch naming a tenant or model the cache does not
+    know asks the database about just those ids, so an id added with `metering tenants
+    add` or `metering models add` is known to the very next batch, and a flood of events
+    for an unknown model costs one indexed lookup per batch, not one per event.
     """
 
-    def __init__(self, min_reload_interval_s: float = 1.0) -> None:
+    def __init__(self) -> None:
         self.catalog = Catalog(tenants=frozenset(), models=frozenset())
-        self._loaded_at = float("-inf")
-        self._interval = min_reload_interval_s
+        self._loaded = False
 
-    def knows(self, tenant_id: str | None, model: str | None) -> bool:
-        return tenant_id in self.catalog.tenants and model in self.catalog.models
-
-    async def reload_if_due(self, conn: psycopg.AsyncConnection) -> bool:
-        """Reloads unless it did so less than the interval ago; returns whether it did."""
-        if time.monotonic() - self._loaded_at < self._interval:
-            return False
+    async def load(self, conn: psycopg.AsyncConnection) -> None:
+        if self._loaded:
+            return
         tenants = await (await conn.execute("SELECT tenant_id FROM tenants")).fetchall()
         models = await (await conn.execute("SELECT model_id FROM models")).fetchall()
         self.catalog = Catalog(
             tenants=frozenset(t for (t,) in tenants), models=frozenset(m for (m,) in models)
         )
-        self._loaded_at = time.monotonic()
+        self._loaded = True
+
+    async def learn(
+        self, conn: psycopg.AsyncConnection, tenants: set[str], models: set[str]
+    ) -> bool:
+        """Looks up ids the cache does not know; returns whether any of them now exist."""
+        found_tenants = await (
+            await conn.execute(
+                "SELECT tenant_id FROM tenants WHERE tenant_id = ANY(%s)", (list(tenants),)
+            )
+        ).fetchall()
+        found_models = await (
+            await conn.execute(
+                "SELECT model_id FROM models WHERE model_id = ANY(%s)", (list(models),)
+            )
+        ).fetchall()
+        if not found_tenants and not found_models:
+            return False
+        self.catalog = Catalog(
+            tenants=self.catalog.tenants | {t for (t,) in found_tenants},
+            models=self.catalog.models | {m for (m,) in found_models},
+        )
         return True
