@@ -9,7 +9,7 @@ from metering.config import Settings
 
 def create_app(settings: Settings) -> faust.App:
     app = faust.App(
-        settings.group_id,
+        f"{settings.group_id}-app",  # Faust's own group; ingest consumes as group_id
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         store="memory://",
         autodiscover=False,
@@ -21,8 +21,6 @@ def create_app(settings: Settings) -> faust.App:
         web_port=max(settings.worker_web_port, 1),
         web_bind=settings.worker_web_host,
         web_host=settings.worker_web_host,
-        broker_commit_every=settings.batch_size,
-        broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 5, 0.5),
     )

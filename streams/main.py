@@ -8,8 +8,8 @@ from faust.worker import Worker
 
 from metering.config import Settings
 from metering.kafka_admin import ensure_topics
-from streams.agents import register_agents
 from streams.app import create_app
+from streams.ingest import IngestService
 
 
 def run_worker(settings: Settings) -> int:
@@ -17,8 +17,13 @@ def run_worker(settings: Settings) -> int:
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its own
     app = create_app(settings)
-    register_agents(app, settings)
-    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
+    worker = Worker(
+        app,
+        IngestService(settings),
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+        redirect_stdouts=False,
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:

@@ -312,6 +312,16 @@ class Ledger:
             self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
         return self._conn
 
+    async def next_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        """Where processing of each partition resumes, for partitions seen before."""
+        conn = await self.connection()
+        cursor = await conn.execute(
+            "SELECT partition, next_offset FROM ingest_progress"
+            " WHERE topic = %s AND partition = ANY(%s)",
+            (topic, list(partitions)),
+        )
+        return dict(await cursor.fetchall())
+
     async def batch(self, records: Sequence[SourceRecord]) -> LedgerBatch:
         return LedgerBatch(await self.connection(), records)
 
