@@ -23,13 +23,15 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, RecordMetadata, TopicPartition
 from mode import Service
 
 from metering.config import Settings
@@ -43,48 +45,78 @@ CATALOG_REASONS = frozenset({"unknown_tenant", "unknown_model"})
 SHUTDOWN_GRACE_S = 20.0
 EXIT_ABANDONED_BATCH = 75  # EX_TEMPFAIL: restart me, nothing was committed
 
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+Fetched = dict[TopicPartition, list[ConsumerRecord]]
 Classified = tuple[list[tuple[SourceRecord, UsageEvent]], list[tuple[SourceRecord, Rejection]]]
 
 
-class Ingest:
-    """Turns micro-batches of Kafka records into ledger rows and dead letters."""
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A fetched batch, every record already classified (the CPU-heavy part)."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, producer: AIOKafkaProducer) -> None:
+    records: Sequence[SourceRecord]
+    results: dict[tuple[str, int, int], UsageEvent | Rejection]
+
+    def split(self, fresh: Sequence[SourceRecord]) -> Classified:
+        accepted: list[tuple[SourceRecord, UsageEvent]] = []
+        rejected: list[tuple[SourceRecord, Rejection]] = []
+        for record in fresh:
+            result = self.results[(record.topic, record.partition, record.offset)]
+            if isinstance(result, Rejection):
+                rejected.append((record, result))
+            else:
+                accepted.append((record, result))
+        return accepted, rejected
+
+
+class Ingest:
+    """Turns micro-batches of Kafka records into ledger rows and dead letters.
+
+    Two steps, so that the worker can classify one batch while the database writes the
+    previous one: ``prepare`` parses and validates (pure, plus catalog lookups on their
+    own connection); ``write`` is the one transaction that decides what is new.
+    """
+
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
         self.policy = settings.validation_policy()
         self.dlq_topic = settings.topic_dlq
-        self.ledger = ledger
+        self.ledger = Ledger(settings.psycopg_dsn)
+        self.catalog = CatalogCache(settings.psycopg_dsn)
         self.producer = producer
-        self.catalog = CatalogCache()
 
-    async def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
-        """Processes a batch until it is committed, retrying transient failures."""
-        delay = 0.2
-        while True:
+    async def close(self) -> None:
+        await self.ledger.close()
+        await self.catalog.close()
+
+    async def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
+        results = await _retrying(self._classify, records)
+        keys = [(r.topic, r.partition, r.offset) for r in records]
+        return PreparedBatch(records, dict(zip(keys, results, strict=True)))
+
+    async def write(self, batch: PreparedBatch) -> BatchOutcome:
+        """Writes a batch until it is committed, retrying transient failures."""
+        return await _retrying(self._write_once, batch)
+
+    async def _write_once(self, prepared: PreparedBatch) -> BatchOutcome:
+        async with await self.ledger.batch(prepared.records) as batch:
+            accepted, rejected = prepared.split(batch.fresh)
+            # Dead letters travel while the ledger rows are written; both are done before
+            # the commit, so a dead letter is published at least once.
+            delivered = await self._publish_dead_letters(rejected)
             try:
-                return await self._process_once(records)
-            except (psycopg.OperationalError, psycopg.errors.TransactionRollback) as exc:
-                log.warning("database unavailable, retrying batch in %.1fs: %s", delay, exc)
-            except KafkaError as exc:
-                log.warning("dead-letter publish failed, retrying batch in %.1fs: %r", delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    async def _process_once(self, records: Sequence[SourceRecord]) -> BatchOutcome:
-        async with await self.ledger.batch(records) as batch:
-            accepted, rejected = await self._classify(batch.fresh)
-            await self._publish_dead_letters(rejected)  # before commit: at least once
-            outcome = await batch.write(accepted, rejected)
+                outcome = await batch.write(accepted, rejected)
+            finally:
+                await delivered
         return outcome
 
-    async def _classify(self, records: Sequence[SourceRecord]) -> Classified:
+    async def _classify(self, records: Sequence[SourceRecord]) -> list[UsageEvent | Rejection]:
         now = datetime.now(UTC)
-        conn = await self.ledger.connection()
-        await self.catalog.load(conn)
+        await self.catalog.load()
         results = [self._parse(r.value, now) for r in records]
         unknown = [x for x in results if isinstance(x, Rejection) and x.reason in CATALOG_REASONS]
         # Something unknown: the catalog may have grown since we last looked.
         if unknown and await self.catalog.learn(
-            conn,
             tenants={x.tenant_id for x in unknown if x.tenant_id},
             models={x.model for x in unknown if x.model},
         ):
@@ -92,21 +124,15 @@ class Ingest:
                 self._parse(r.value, now) if isinstance(x, Rejection) else x
                 for r, x in zip(records, results, strict=True)
             ]
-        accepted: list[tuple[SourceRecord, UsageEvent]] = []
-        rejected: list[tuple[SourceRecord, Rejection]] = []
-        for record, result in zip(records, results, strict=True):
-            if isinstance(result, Rejection):
-                rejected.append((record, result))
-            else:
-                accepted.append((record, result))
-        return accepted, rejected
+        return results
 
     def _parse(self, raw: bytes, now: datetime) -> UsageEvent | Rejection:
         return parse_event(raw, catalog=self.catalog.catalog, now=now, policy=self.policy)
 
-    async def _publish_dead_letters(self, rejected: list[tuple[SourceRecord, Rejection]]) -> None:
-        if not rejected:
-            return
+    async def _publish_dead_letters(
+        self, rejected: list[tuple[SourceRecord, Rejection]]
+    ) -> asyncio.Future[list[RecordMetadata]]:
+        """Queues the dead letters; the returned future resolves when all are acknowledged."""
         pending = [
             await self.producer.send(
                 self.dlq_topic,
@@ -122,10 +148,9 @@ class Ingest:
             )
             for record, rejection in rejected
         ]
-        await asyncio.gather(*pending)
         for record, rejection in rejected:
             log.info(
-                "dead-lettered %s[%d]@%d tenant=%s: %s (%s)",
+                "dead-lettering %s[%d]@%d tenant=%s: %s (%s)",
                 record.topic,
                 record.partition,
                 record.offset,
@@ -133,6 +158,21 @@ class Ingest:
                 rejection.reason,
                 rejection.detail,
             )
+        return asyncio.gather(*pending)
+
+
+async def _retrying(step: Callable[[_In], Awaitable[_Out]], arg: _In) -> _Out:
+    """Runs a step until it succeeds, backing off while PostgreSQL or Kafka is away."""
+    delay = 0.2
+    while True:
+        try:
+            return await step(arg)
+        except (psycopg.OperationalError, psycopg.errors.TransactionRollback) as exc:
+            log.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
+        except KafkaError as exc:
+            log.warning("dead-letter publish failed, retrying in %.1fs: %r", delay, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 class StartWhereTheLedgerIs(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -169,7 +209,6 @@ class IngestService(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
-        self.ledger = Ledger(settings.psycopg_dsn)
 
     async def on_start(self) -> None:
         # aiokafka clients bind to the running event loop, so they are made here.
@@ -190,49 +229,64 @@ class IngestService(Service):
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         )
-        self.ingest = Ingest(settings, self.ledger, self.producer)
+        self.ingest = Ingest(settings, self.producer)
         await self.producer.start()
         self.consumer.subscribe(
             [settings.topic_usage],
-            listener=StartWhereTheLedgerIs(self.consumer, self.ledger, settings.topic_usage),
+            listener=StartWhereTheLedgerIs(self.consumer, self.ingest.ledger, settings.topic_usage),
         )
         await self.consumer.start()
 
     async def on_shutdown(self) -> None:
         await self.consumer.stop()
         await self.producer.stop()
-        await self.ledger.close()
+        await self.ingest.close()
 
     @Service.task
     async def _consume(self) -> None:
+        """Fetch and classify batch N+1 while batch N is being written."""
         window_ms = int(self.settings.batch_window_s * 1000)
-        while not self.should_stop:
-            fetched = await self.consumer.getmany(
-                timeout_ms=window_ms, max_records=self.settings.batch_size
-            )
-            records = [
-                SourceRecord(m.topic, m.partition, m.offset, m.key, m.value)
-                for messages in fetched.values()
-                for m in messages
-            ]
-            if not records:
-                continue
-            started = time.perf_counter()
-            outcome = await finish_or_exit(self.ingest.process(records))
-            log.info(
-                "batch of %d in %.0f ms: accepted=%d duplicates=%d conflicts=%d rejected=%d"
-                " skipped=%d",
-                len(records),
-                (time.perf_counter() - started) * 1000,
-                outcome.accepted,
-                outcome.duplicates,
-                outcome.conflicts,
-                outcome.rejected,
-                outcome.skipped,
-            )
-            await self._commit_offsets(fetched)
+        writing: InFlight | None = None
+        try:
+            while not self.should_stop:
+                fetched = await self.consumer.getmany(
+                    timeout_ms=window_ms, max_records=self.settings.batch_size
+                )
+                records = [
+                    SourceRecord(m.topic, m.partition, m.offset, m.key, m.value)
+                    for messages in fetched.values()
+                    for m in messages
+                ]
+                if not records:
+                    if writing is not None:
+                        await self._settle(writing)
+                        writing = None
+                    continue
+                prepared = await self.ingest.prepare(records)
+                if writing is not None:
+                    await self._settle(writing)
+                writing = InFlight(
+                    asyncio.ensure_future(self.ingest.write(prepared)), fetched, time.perf_counter()
+                )
+        finally:
+            if writing is not None:  # stopping: the batch being written must finish
+                await self._settle(writing)
 
-    async def _commit_offsets(self, fetched: dict) -> None:  # type: ignore[type-arg]
+    async def _settle(self, writing: InFlight) -> None:
+        outcome = await finish_or_exit(writing.task)
+        log.info(
+            "batch of %d in %.0f ms: accepted=%d duplicates=%d conflicts=%d rejected=%d skipped=%d",
+            sum(len(m) for m in writing.fetched.values()),
+            (time.perf_counter() - writing.started) * 1000,
+            outcome.accepted,
+            outcome.duplicates,
+            outcome.conflicts,
+            outcome.rejected,
+            outcome.skipped,
+        )
+        await self._commit_offsets(writing.fetched)
+
+    async def _commit_offsets(self, fetched: Fetched) -> None:
         """Tells Kafka how far we are, for lag monitoring; the ledger is the real record."""
         offsets = {
             tp: OffsetAndMetadata(messages[-1].offset + 1, "")
@@ -245,7 +299,14 @@ class IngestService(Service):
             log.info("offset commit skipped after a rebalance: %s", exc)
 
 
-async def finish_or_exit(work: Awaitable[BatchOutcome]) -> BatchOutcome:
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    task: asyncio.Future[BatchOutcome]
+    fetched: Fetched
+    started: float
+
+
+async def finish_or_exit(task: asyncio.Future[BatchOutcome]) -> BatchOutcome:
     """Shields a batch from cancellation; exits the process if it cannot finish.
 
     A batch interrupted between the dead-letter publish and the commit is harmless (the
@@ -253,7 +314,6 @@ async def finish_or_exit(work: Awaitable[BatchOutcome]) -> BatchOutcome:
     would leave Kafka offsets and the database telling different stories. Exiting hard is
     the one way to leave an unfinished batch uncommitted everywhere.
     """
-    task = asyncio.ensure_future(work)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

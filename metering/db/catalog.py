@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from metering.db.connection import Reconnecting
 from metering.events import Catalog
 
 
@@ -65,13 +66,18 @@ class CatalogCache:
     for an unknown model costs one indexed lookup per batch, not one per event.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dsn: str) -> None:
         self.catalog = Catalog(tenants=frozenset(), models=frozenset())
         self._loaded = False
+        self._db = Reconnecting(dsn)
 
-    async def load(self, conn: psycopg.AsyncConnection) -> None:
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def load(self) -> None:
         if self._loaded:
             return
+        conn = await self._db.connection()
         tenants = await (await conn.execute("SELECT tenant_id FROM tenants")).fetchall()
         models = await (await conn.execute("SELECT model_id FROM models")).fetchall()
         self.catalog = Catalog(
@@ -79,10 +85,9 @@ class CatalogCache:
         )
         self._loaded = True
 
-    async def learn(
-        self, conn: psycopg.AsyncConnection, tenants: set[str], models: set[str]
-    ) -> bool:
+    async def learn(self, tenants: set[str], models: set[str]) -> bool:
         """Looks up ids the cache does not know; returns whether any of them now exist."""
+        conn = await self._db.connection()
         found_tenants = await (
             await conn.execute(
                 "SELECT tenant_id FROM tenants WHERE tenant_id = ANY(%s)", (list(tenants),)
