@@ -216,10 +216,15 @@ def models_add(
     model_id: Annotated[str, typer.Argument(help="Model id as events name it, e.g. grok-3.")],
     provider: Annotated[str, typer.Option(help="Who serves it: xai, openai, meta, ...")],
     name: Annotated[str | None, typer.Option(help="Display name (default: the id).")] = None,
+    long_context_above: Annotated[
+        int | None,
+        typer.Option(help="Requests with more input tokens than this are long-context."),
+    ] = None,
 ) -> None:
     """Add a model (no-op if it exists). Events rejected as unknown_model can then be replayed."""
+    row = catalog.ModelRow(model_id, provider, name or model_id, long_context_above)
     with database() as conn:
-        added = catalog.add_models(conn, [catalog.ModelRow(model_id, provider, name or model_id)])
+        added = catalog.add_models(conn, [row])
     typer.echo(f"model {model_id} {'added' if added else 'already exists'}")
 
 
@@ -229,7 +234,7 @@ def models_list(fmt: FormatOption = Format.table) -> None:
     """List models."""
     with database() as conn:
         rows = [asdict(m) for m in catalog.list_models(conn)]
-    typer.echo(render(rows, ["model_id", "provider", "display_name"], fmt))
+    typer.echo(render(rows, ["model_id", "provider", "display_name", "long_context_above"], fmt))
 
 
 @app.command("seed-demo")

@@ -78,15 +78,17 @@ def _count(conn: psycopg.Connection, query: str, *params: object) -> int:
 
 _AGGREGATE_MISMATCHES = """
 WITH ledger AS (
-    SELECT tenant_id, model, service_tier, date_trunc('hour', occurred_at, 'UTC') AS hour,
+    SELECT tenant_id, model, service_tier, long_context,
+           date_trunc('hour', occurred_at, 'UTC') AS hour,
            count(*) AS events, sum(input_tokens) AS input_tokens,
            sum(cached_input_tokens) AS cached_input_tokens,
            sum(cache_write_tokens) AS cache_write_tokens,
            sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens
-      FROM usage_ledger GROUP BY 1, 2, 3, 4
+      FROM usage_ledger GROUP BY 1, 2, 3, 4, 5
 )
 SELECT count(*)
-  FROM ledger l FULL OUTER JOIN usage_hourly a USING (tenant_id, model, service_tier, hour)
+  FROM ledger l FULL OUTER JOIN usage_hourly a
+       USING (tenant_id, model, service_tier, long_context, hour)
  WHERE (l.events, l.input_tokens, l.cached_input_tokens, l.cache_write_tokens,
         l.output_tokens, l.reasoning_tokens)
        IS DISTINCT FROM
@@ -134,6 +136,6 @@ def reconcile(settings: Settings) -> list[Check]:
             "ledger = hourly aggregates",
             0,
             mismatches,
-            "(tenant, model, tier, hour) groups whose sums differ",
+            "(tenant, model, tier, long context, hour) groups whose sums differ",
         ),
     ]

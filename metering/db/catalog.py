@@ -21,6 +21,7 @@ class ModelRow:
     model_id: str
     provider: str
     display_name: str
+    long_context_above: int | None = None  # input tokens; above it a request is long-context
 
 
 def add_tenants(conn: psycopg.Connection, tenants: list[TenantRow]) -> int:
@@ -36,12 +37,14 @@ def add_tenants(conn: psycopg.Connection, tenants: list[TenantRow]) -> int:
 def add_models(conn: psycopg.Connection, models: list[ModelRow]) -> int:
     """Adds models, leaving existing ones as they are; returns how many were new."""
     cursor = conn.execute(
-        "INSERT INTO models (model_id, provider, display_name)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+        "INSERT INTO models (model_id, provider, display_name, long_context_above)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[])"
+        " ON CONFLICT DO NOTHING",
         (
             [m.model_id for m in models],
             [m.provider for m in models],
             [m.display_name for m in models],
+            [m.long_context_above for m in models],
         ),
     )
     return cursor.rowcount
@@ -53,7 +56,9 @@ def list_tenants(conn: psycopg.Connection) -> list[TenantRow]:
 
 
 def list_models(conn: psycopg.Connection) -> list[ModelRow]:
-    rows = conn.execute("SELECT model_id, provider, display_name FROM models ORDER BY model_id")
+    rows = conn.execute(
+        "SELECT model_id, provider, display_name, long_context_above FROM models ORDER BY model_id"
+    )
     return [ModelRow(*row) for row in rows]
 
 

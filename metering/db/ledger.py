@@ -80,30 +80,33 @@ _CREATE_STAGING = (
 )
 _COPY_STAGING = "COPY incoming_events FROM STDIN (FORMAT BINARY)"
 
+# Long-context requests (input above the model's threshold, models.long_context_above)
+# are priced differently by some providers, so they are flagged at ingest and kept in
+# aggregate rows of their own.
 _INSERT_LEDGER = """
-WITH incoming AS (
-    SELECT * FROM incoming_events
-), inserted AS (
+WITH inserted AS (
     INSERT INTO usage_ledger (
         event_id, tenant_id, model, service_tier, occurred_at,
         input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-        request_id, deployment, region, attributes, fingerprint, source_partition, source_offset)
-    SELECT * FROM incoming
+        request_id, deployment, region, attributes, fingerprint, source_partition, source_offset,
+        long_context)
+    SELECT s.*, coalesce(s.input_tokens > m.long_context_above, false)
+      FROM incoming_events s LEFT JOIN models m ON m.model_id = s.model
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id, tenant_id, model, service_tier, occurred_at,
+    RETURNING event_id, tenant_id, model, service_tier, long_context, occurred_at,
               input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
               reasoning_tokens
 ), aggregated AS (
     INSERT INTO usage_hourly AS h (
-        tenant_id, model, service_tier, hour, events,
+        tenant_id, model, service_tier, long_context, hour, events,
         input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens)
-    SELECT tenant_id, model, service_tier, date_trunc('hour', occurred_at, 'UTC'), count(*),
-           sum(input_tokens), sum(cached_input_tokens), sum(cache_write_tokens),
+    SELECT tenant_id, model, service_tier, long_context, date_trunc('hour', occurred_at, 'UTC'),
+           count(*), sum(input_tokens), sum(cached_input_tokens), sum(cache_write_tokens),
            sum(output_tokens), sum(reasoning_tokens)
       FROM inserted
-     GROUP BY 1, 2, 3, 4
-     ORDER BY 1, 2, 3, 4
-    ON CONFLICT (tenant_id, model, service_tier, hour) DO UPDATE SET
+     GROUP BY 1, 2, 3, 4, 5
+     ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (tenant_id, model, service_tier, long_context, hour) DO UPDATE SET
         events = h.events + EXCLUDED.events,
         input_tokens = h.input_tokens + EXCLUDED.input_tokens,
         cached_input_tokens = h.cached_input_tokens + EXCLUDED.cached_input_tokens,
