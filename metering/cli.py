@@ -6,25 +6,20 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
-from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import psycopg
 import typer
-from aiokafka.errors import KafkaConnectionError
 
 from metering import reports
+from metering.cli_support import FormatOption, database, fail, friendly_errors
 from metering.config import get_settings
 from metering.db import catalog
 from metering.events import REASONS
-from metering.kafka_admin import TopicMissingError
 from metering.output import Format, render
 from metering.reports import TOKEN_COLUMNS, UsageFilter, UsageGrouping
-from metering.services import ServiceError, env_lines, local_services
+from metering.services import env_lines, local_services
 from metering.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants
 
 TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -43,40 +38,6 @@ db_app = typer.Typer(
 )
 app.add_typer(services_app, name="services")
 app.add_typer(db_app, name="db")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
-def friendly_errors(func: F) -> F:
-    """Turns the errors a user can fix into one clear line instead of a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (ServiceError, TopicMissingError) as exc:
-            raise fail(str(exc)) from None
-        except psycopg.errors.UndefinedTable:
-            raise fail("the database has no schema yet: run `metering db upgrade`") from None
-        except psycopg.OperationalError as exc:
-            settings = get_settings()
-            raise fail(
-                f"cannot use the database at {settings.database_url}: {str(exc).strip()}\n"
-                "Start the local one with `metering services up`, or set METERING_DATABASE_URL."
-            ) from None
-        except KafkaConnectionError as exc:
-            raise fail(
-                f"cannot reach Kafka at {get_settings().kafka_bootstrap}: {exc}\n"
-                "Start the local broker with `metering services up`, or set "
-                "METERING_KAFKA_BOOTSTRAP."
-            ) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @services_app.command("up")
@@ -176,15 +137,6 @@ dlq_app = typer.Typer(
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(models_app, name="models")
 app.add_typer(dlq_app, name="dlq")
-
-FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
-
-
-@contextmanager
-def database() -> Iterator[psycopg.Connection]:
-    """A connection to the billing database, committed when the block succeeds."""
-    with psycopg.connect(get_settings().psycopg_dsn, connect_timeout=5) as conn:
-        yield conn
 
 
 @tenants_app.command("add")
