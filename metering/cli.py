@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import typer
 
 from metering import reports
+from metering.cli_bench import register as register_bench
+from metering.cli_quota import register as register_quota
 from metering.cli_support import FormatOption, database, fail, friendly_errors
 from metering.config import get_settings
 from metering.db import catalog
@@ -393,6 +395,10 @@ def produce(
     typer.echo("expected usage (compare with `metering usage --by tenant`):")
     typer.echo(render(list(by_tenant.values()), ["tenant_id", *USAGE_COLUMNS], Format.table))
 
+
+register_quota(app)
+
+register_bench(app)
 
 if __name__ == "__main__":
     app()

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     # --- topics and the consumer group -------------------------------------
     topic_usage: str = "usage.events"
     topic_dlq: str = "usage.events.dlq"
+    topic_quota_state: str = "quota.state"
+    topic_quota_alerts: str = "quota.alerts"
     topic_partitions: int = 6
     replication_factor: int = 1
     group_id: str = "metering-ingest"
@@ -50,6 +52,7 @@ class Settings(BaseSettings):
         10.0, description="how soon a crashed worker's partitions move to the others"
     )
     worker_web_port: int = 6066
+    quota_api_token: str = Field("", description="bearer token for GET /v1/quota; none if empty")
     worker_web_host: str = "127.0.0.1"
     log_level: str = "info"
 

@@ -25,15 +25,31 @@ class PartitionOffsets:
     committed: int | None  # the consumer group's committed offset
 
 
+def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """The pipeline's topics and their configs; ``quota.state`` keeps the latest per tenant."""
+    return {
+        settings.topic_usage: {},
+        settings.topic_dlq: {},
+        settings.topic_quota_alerts: {},
+        settings.topic_quota_state: {"cleanup.policy": "compact"},
+    }
+
+
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> None:
     """Creates the pipeline's topics if they are missing; leaves existing ones alone."""
-    wanted = list(names) if names is not None else [settings.topic_usage, settings.topic_dlq]
+    configs = pipeline_topics(settings)
+    wanted = list(names) if names is not None else list(configs)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, settings.topic_partitions, settings.replication_factor)
+            NewTopic(
+                name,
+                settings.topic_partitions,
+                settings.replication_factor,
+                topic_configs=configs.get(name, {}),
+            )
             for name in wanted
             if name not in existing
         ]

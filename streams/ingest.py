@@ -35,9 +35,12 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, RecordMetadata, 
 from mode import Service
 
 from metering.config import Settings
+from metering.db import quota_store
 from metering.db.catalog import CatalogCache
 from metering.db.ledger import BatchOutcome, Ledger, SourceRecord
+from metering.db.quota_store import QuotaEffects
 from metering.events import Rejection, UsageEvent, parse_event
+from streams.quota import QuotaPublisher, QuotaRules, billing_period
 
 log = logging.getLogger("metering.ingest")
 
@@ -49,6 +52,14 @@ _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
 Classified = tuple[list[tuple[SourceRecord, UsageEvent]], list[tuple[SourceRecord, Rejection]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A committed batch: its counts, and the quota effects to publish now."""
+
+    outcome: BatchOutcome
+    quota: QuotaEffects
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +89,8 @@ class Ingest:
     own connection); ``write`` is the one transaction that decides what is new.
     """
 
-    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer, rules: QuotaRules) -> None:
+        self.rules = rules
         self.policy = settings.validation_policy()
         self.dlq_topic = settings.topic_dlq
         self.ledger = Ledger(settings.psycopg_dsn)
@@ -94,11 +106,11 @@ class Ingest:
         keys = [(r.topic, r.partition, r.offset) for r in records]
         return PreparedBatch(records, dict(zip(keys, results, strict=True)))
 
-    async def write(self, batch: PreparedBatch) -> BatchOutcome:
+    async def write(self, batch: PreparedBatch) -> Written:
         """Writes a batch until it is committed, retrying transient failures."""
         return await _retrying(self._write_once, batch)
 
-    async def _write_once(self, prepared: PreparedBatch) -> BatchOutcome:
+    async def _write_once(self, prepared: PreparedBatch) -> Written:
         async with await self.ledger.batch(prepared.records) as batch:
             accepted, rejected = prepared.split(batch.fresh)
             # Dead letters travel while the ledger rows are written; both are done before
@@ -106,9 +118,16 @@ class Ingest:
             delivered = await self._publish_dead_letters(rejected)
             try:
                 outcome = await batch.write(accepted, rejected)
+                effects = await quota_store.apply(
+                    batch.connection,
+                    self.rules.limits,
+                    self.rules.usages(batch.inserted_events),
+                    datetime.now(UTC),
+                    billing_period,
+                )
             finally:
                 await delivered
-        return outcome
+        return Written(outcome, effects)
 
     async def _classify(self, records: Sequence[SourceRecord]) -> list[UsageEvent | Rejection]:
         now = datetime.now(UTC)
@@ -206,9 +225,10 @@ class StartWhereTheLedgerIs(ConsumerRebalanceListener):  # type: ignore[misc]
 class IngestService(Service):
     """Consumes usage events in micro-batches for as long as the worker runs."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, rules: QuotaRules) -> None:
         super().__init__()
         self.settings = settings
+        self.rules = rules
 
     async def on_start(self) -> None:
         # aiokafka clients bind to the running event loop, so they are made here.
@@ -229,7 +249,8 @@ class IngestService(Service):
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         )
-        self.ingest = Ingest(settings, self.producer)
+        self.ingest = Ingest(settings, self.producer, self.rules)
+        self.quota_publisher = QuotaPublisher(settings, self.producer, self.ingest.ledger)
         await self.producer.start()
         self.consumer.subscribe(
             [settings.topic_usage],
@@ -273,7 +294,8 @@ class IngestService(Service):
                 await self._settle(writing)
 
     async def _settle(self, writing: InFlight) -> None:
-        outcome = await finish_or_exit(writing.task)
+        written = await finish_or_exit(writing.task)
+        outcome = written.outcome
         log.info(
             "batch of %d in %.0f ms: accepted=%d duplicates=%d conflicts=%d rejected=%d skipped=%d",
             sum(len(m) for m in writing.fetched.values()),
@@ -285,6 +307,10 @@ class IngestService(Service):
             outcome.skipped,
         )
         await self._commit_offsets(writing.fetched)
+        try:
+            await self.quota_publisher.publish(written.quota)
+        except (KafkaError, psycopg.OperationalError) as exc:  # the sweeper retries
+            log.warning("quota effects not published yet: %r", exc)
 
     async def _commit_offsets(self, fetched: Fetched) -> None:
         """Tells Kafka how far we are, for lag monitoring; the ledger is the real record."""
@@ -301,12 +327,12 @@ class IngestService(Service):
 
 @dataclass(frozen=True, slots=True)
 class InFlight:
-    task: asyncio.Future[BatchOutcome]
+    task: asyncio.Future[Written]
     fetched: Fetched
     started: float
 
 
-async def finish_or_exit(task: asyncio.Future[BatchOutcome]) -> BatchOutcome:
+async def finish_or_exit(task: asyncio.Future[Written]) -> Written:
     """Shields a batch from cancellation; exits the process if it cannot finish.
 
     A batch interrupted between the dead-letter publish and the commit is harmless (the

@@ -10,6 +10,7 @@ from metering.config import Settings
 from metering.kafka_admin import ensure_topics
 from streams.app import create_app
 from streams.ingest import IngestService
+from streams.quota import QuotaRules, QuotaService, register_quota_api
 
 
 def run_worker(settings: Settings) -> int:
@@ -17,9 +18,13 @@ def run_worker(settings: Settings) -> int:
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its own
     app = create_app(settings)
+    rules = QuotaRules()
+    quotas = QuotaService(settings, rules)
+    register_quota_api(app, settings, quotas)
     worker = Worker(
         app,
-        IngestService(settings),
+        quotas,
+        IngestService(settings, rules),
         loglevel=settings.log_level.upper(),
         quiet=True,
         redirect_stdouts=False,

@@ -104,6 +104,8 @@ def isolated_settings(base_settings: Settings, database_url: str) -> Settings:
             "database_url": database_url,
             "topic_usage": f"usage.events.{suffix}",
             "topic_dlq": f"usage.events.dlq.{suffix}",
+            "topic_quota_state": f"quota.state.{suffix}",
+            "topic_quota_alerts": f"quota.alerts.{suffix}",
             "group_id": f"metering-test-{suffix}",
             "worker_web_port": free_port(),
             "batch_window_s": 0.2,
@@ -125,6 +127,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "database_url",
         "topic_usage",
         "topic_dlq",
+        "topic_quota_state",
+        "topic_quota_alerts",
+        "quota_api_token",
         "group_id",
         "worker_web_port",
         "batch_size",
@@ -181,7 +186,12 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
     workers: list[WorkerProcess] = []
 
     def start(worker_settings: Settings | None = None) -> WorkerProcess:
-        worker = WorkerProcess(worker_settings or settings, tmp_path / f"worker-{len(workers)}.log")
+        """Starts a worker; the first one serves HTTP on the settings' port, later ones
+        on ports of their own."""
+        chosen = worker_settings or settings
+        if workers:
+            chosen = chosen.model_copy(update={"worker_web_port": free_port()})
+        worker = WorkerProcess(chosen, tmp_path / f"worker-{len(workers)}.log")
         workers.append(worker)
         return worker
 

@@ -154,7 +154,13 @@ class LedgerBatch:
         self._records = records
         self._tally: dict[tuple[str, int], _PartitionTally] = {}
         self.fresh: list[SourceRecord] = []
+        self.inserted_events: list[UsageEvent] = []  # new to the ledger, in this batch
         self.outcome = BatchOutcome()
+
+    @property
+    def connection(self) -> psycopg.AsyncConnection:
+        """The batch's connection, for writes that must commit or fail with it."""
+        return self._conn
 
     async def __aenter__(self) -> LedgerBatch:
         await self._conn.execute("BEGIN")
@@ -225,6 +231,7 @@ class LedgerBatch:
         for event_id, item in first.items():
             if event_id in inserted:
                 self._count(item[0], "accepted")
+                self.inserted_events.append(item[1])
             else:
                 repeats.append(item)
         if repeats:

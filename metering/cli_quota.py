@@ -1,0 +1,111 @@
+"""`metering quota`: token and spend budgets and rate limits, per tenant or tenant and model."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+import typer
+
+from metering.cli_support import FormatOption, database, fail, friendly_errors
+from metering.db import quota_store
+from metering.output import Format, render
+from metering.quotas import Limit, LimitKind
+
+quota_app = typer.Typer(
+    help="Quotas: limits that alert (soft) or block (hard). Effective within a second.",
+    no_args_is_help=True,
+)
+
+
+def limit_id_for(tenant: str, model: str | None, kind: LimitKind) -> str:
+    """One limit per tenant, model (or all models) and kind: setting it again replaces it."""
+    return f"{tenant}:{model or '*'}:{kind.value}"
+
+
+@quota_app.command("set")
+@friendly_errors
+def quota_set(
+    tenant: Annotated[str, typer.Option(help="The tenant.")],
+    kind: Annotated[LimitKind, typer.Option(help="What is limited.")],
+    limit: Annotated[str, typer.Option(help="Tokens (an integer), or money for spend.")],
+    model: Annotated[str | None, typer.Option(help="Only this model (default: all).")] = None,
+    hard: Annotated[bool, typer.Option("--hard/--soft", help="Block, or only alert.")] = False,
+    thresholds: Annotated[
+        str, typer.Option(help="Alert at these percentages, comma-separated.")
+    ] = "50,80,100",
+) -> None:
+    """Create or replace the limit for a tenant (and model) and kind."""
+    try:
+        amount = Decimal(limit)
+        percents = tuple(int(t) for t in thresholds.split(","))
+    except (InvalidOperation, ValueError):
+        raise fail(
+            f"--limit {limit!r} must be a number and --thresholds {thresholds!r} a list of"
+            " integer percentages like 50,80,100"
+        ) from None
+    if not kind.is_spend and amount != amount.to_integral_value():
+        raise fail(f"--limit for {kind.value} counts tokens: use an integer, not {limit}")
+    try:
+        new = Limit(
+            limit_id=limit_id_for(tenant, model, kind),
+            tenant_id=tenant,
+            model=model,
+            kind=kind,
+            amount=amount if kind.is_spend else int(amount),
+            hard=hard,
+            thresholds=percents,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    with database() as conn:
+        known = conn.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant,)).fetchone()
+        if not known:
+            raise fail(f"no tenant {tenant!r}; add it with `metering tenants add {tenant}`")
+        quota_store.set_limit(conn, new)
+    typer.echo(f"limit {new.limit_id} set: {'hard' if hard else 'soft'} {new.amount}")
+
+
+@quota_app.command("list")
+@friendly_errors
+def quota_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """List limits."""
+    with database() as conn:
+        limits = quota_store.list_limits(conn, tenant)
+    rows = [
+        {
+            "limit_id": x.limit_id,
+            "tenant_id": x.tenant_id,
+            "model": x.model or "*",
+            "kind": x.kind.value,
+            "limit": x.amount,
+            "hard": x.hard,
+            "thresholds": ",".join(map(str, x.thresholds)),
+        }
+        for x in limits
+    ]
+    columns = ["limit_id", "tenant_id", "model", "kind", "limit", "hard", "thresholds"]
+    typer.echo(render(rows, columns, fmt))
+
+
+@quota_app.command("remove")
+@friendly_errors
+def quota_remove(
+    tenant: Annotated[str, typer.Option(help="The tenant.")],
+    kind: Annotated[LimitKind, typer.Option(help="Which kind of limit.")],
+    model: Annotated[str | None, typer.Option(help="The model the limit is for.")] = None,
+) -> None:
+    """Remove a limit; a tenant it blocked is unblocked within a second."""
+    limit_id = limit_id_for(tenant, model, kind)
+    with database() as conn:
+        removed = quota_store.remove_limit(conn, limit_id)
+    if not removed:
+        raise fail(f"no limit {limit_id}; see `metering quota list --tenant {tenant}`", code=1)
+    typer.echo(f"limit {limit_id} removed")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(quota_app, name="quota")

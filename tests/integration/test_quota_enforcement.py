@@ -1,0 +1,195 @@
+"""Quotas on the real pipeline: alerts once per threshold, a block signal within the
+batch that crosses a hard limit, unblocking when the limit is raised, several workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer
+from conftest import WorkerProcess
+from ingest_helpers import event, message, metering, produce, seed_catalog, wait_until_processed
+
+from metering.config import Settings
+
+StartWorker = Callable[..., WorkerProcess]
+TENANT = "acme"
+
+
+def events(count: int, tokens_each: int, tenant: str = TENANT) -> list[Any]:
+    """Events of ``tokens_each`` tokens (input + output) in the last few minutes."""
+    start = datetime.now(UTC) - timedelta(minutes=3)
+    return [
+        message(
+            event(
+                tenant_id=tenant,
+                model="grok-3",
+                occurred_at=start + timedelta(milliseconds=i),
+                input_tokens=tokens_each - 100,
+                output_tokens=100,
+            )
+        )
+        for i in range(count)
+    ]
+
+
+def set_limit(
+    settings: Settings, limit: int, *, hard: bool, kind: str = "tokens_per_period"
+) -> None:
+    done = metering(
+        settings, "quota", "set", "--tenant", TENANT, "--kind", kind,
+        "--limit", str(limit), "--hard" if hard else "--soft",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 5) -> list[dict[str, Any]]:
+    """Every record of a topic, from the start, as JSON (waits up to the timeout for more)."""
+
+    async def read() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        values: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                for batch in (await consumer.getmany(timeout_ms=300)).values():
+                    values.extend(orjson.loads(r.value) for r in batch)
+        finally:
+            await consumer.stop()
+        return values
+
+    return asyncio.run(read())
+
+
+def stored_alerts(settings: Settings) -> list[tuple[str, int]]:
+    with psycopg.connect(settings.psycopg_dsn) as conn:
+        rows = conn.execute(
+            "SELECT limit_id, threshold FROM reporting.quota_alerts ORDER BY threshold"
+        ).fetchall()
+    return [(limit_id, threshold) for limit_id, threshold in rows]
+
+
+def ask(settings: Settings, tenant: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{settings.worker_web_port}/v1/quota/{tenant}",
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.fixture
+def seeded(settings: Settings) -> Settings:
+    seed_catalog(settings, tenants=[TENANT, "globex"], models=["grok-3"])
+    return settings
+
+
+def test_crossing_80_percent_alerts_once_even_when_the_worker_is_killed_and_restarted(
+    seeded: Settings, start_worker: StartWorker
+) -> None:
+    settings = seeded
+    set_limit(settings, 100_000, hard=False)
+    produce(settings, events(70, 1000))  # 70%: the 50% alert
+    worker = start_worker()
+    wait_until_processed(settings, worker, 70)
+    worker.kill()  # a crash after the 50% alert
+    produce(settings, events(30, 1000))  # to 100%: 80% and 100% cross after the restart
+    worker = start_worker()
+    wait_until_processed(settings, worker, 100)
+
+    assert stored_alerts(settings) == [
+        (f"{TENANT}:*:tokens_per_period", 50),
+        (f"{TENANT}:*:tokens_per_period", 80),
+        (f"{TENANT}:*:tokens_per_period", 100),
+    ]
+    published = read_topic(settings, settings.topic_quota_alerts)
+    assert sorted(a["threshold"] for a in published) == [50, 80, 100]
+
+
+def test_a_hard_limit_blocks_on_the_crossing_event_and_raising_it_unblocks(
+    seeded: Settings, start_worker: StartWorker
+) -> None:
+    settings = seeded
+    set_limit(settings, 50_000, hard=True)
+    worker = start_worker()
+    worker.wait_for_log("Worker]: Ready")
+    produce(settings, events(60, 1000))
+    wait_until_processed(settings, worker, 60)
+
+    assert eventually(lambda: ask(settings, TENANT)[1]["allowed"] is False)
+    status, answer = ask(settings, TENANT)
+    assert status == 200 and answer["state"] == "blocked"
+    [limit] = answer["limits"]
+    assert (limit["limit"], limit["used"], limit["remaining"]) == (50_000, 60_000, 0)
+    latest = read_topic(settings, settings.topic_quota_state)[-1]
+    assert (latest["tenant_id"], latest["state"]) == (TENANT, "blocked")
+
+    set_limit(settings, 1_000_000, hard=True)
+    assert eventually(lambda: ask(settings, TENANT)[1]["allowed"] is True, timeout_s=3)
+    assert eventually(
+        lambda: read_topic(settings, settings.topic_quota_state, 1)[-1]["state"] == "ok"
+    )
+
+
+def test_the_quota_endpoint_says_404_for_an_unknown_tenant_and_needs_its_token(
+    seeded: Settings, start_worker: StartWorker
+) -> None:
+    settings = seeded.model_copy(update={"quota_api_token": "s3cret"})
+    worker = start_worker(settings)
+    worker.wait_for_log("Worker]: Ready")
+
+    assert ask(settings, TENANT)[0] == 401
+    status, answer = ask(settings, "nobody", token="s3cret")
+    assert (status, answer["error"]) == (404, "unknown_tenant")
+    status, answer = ask(settings, "globex", token="s3cret")
+    assert (status, answer["allowed"], answer["limits"]) == (200, True, [])
+
+
+def test_two_workers_sharing_the_load_alert_exactly_as_one_does(
+    seeded: Settings, start_worker: StartWorker
+) -> None:
+    settings = seeded
+    set_limit(settings, 200_000, hard=False)
+    for tenant in ("globex",):
+        done = metering(
+            settings, "quota", "set", "--tenant", tenant, "--kind", "tokens_per_period",
+            "--limit", "100000",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    first, second = start_worker(), start_worker()
+    first.wait_for_log("Worker]: Ready")
+    second.wait_for_log("Worker]: Ready")
+    produce(settings, [*events(250, 1000), *events(150, 1000, tenant="globex")])
+    wait_until_processed(settings, first, 400)
+
+    with psycopg.connect(settings.psycopg_dsn) as conn:
+        alerts = conn.execute(
+            "SELECT tenant_id, threshold FROM reporting.quota_alerts ORDER BY 1, 2"
+        ).fetchall()
+    assert alerts == [
+        (TENANT, 50), (TENANT, 80), (TENANT, 100),
+        ("globex", 50), ("globex", 80), ("globex", 100),
+    ]  # fmt: skip
