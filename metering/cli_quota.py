@@ -6,6 +6,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 import typer
+from psycopg.rows import dict_row
 
 from metering.cli_support import FormatOption, database, fail, friendly_errors
 from metering.db import quota_store
@@ -105,6 +106,24 @@ def quota_remove(
     if not removed:
         raise fail(f"no limit {limit_id}; see `metering quota list --tenant {tenant}`", code=1)
     typer.echo(f"limit {limit_id} removed")
+
+
+@quota_app.command("alerts")
+@friendly_errors
+def quota_alerts(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Threshold alerts from reporting.quota_alerts, newest first."""
+    columns = ["emitted_at", "tenant_id", "limit_id", "threshold", "limit", "used", "hard"]
+    with database() as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            'SELECT emitted_at, tenant_id, limit_id, threshold, "limit", used, hard'
+            " FROM reporting.quota_alerts WHERE %s::text IS NULL OR tenant_id = %s"
+            " ORDER BY emitted_at DESC, threshold DESC LIMIT 200",
+            (tenant, tenant),
+        ).fetchall()
+    typer.echo(render(rows, columns, fmt))
 
 
 def register(app: typer.Typer) -> None:
