@@ -62,7 +62,7 @@ class KafkaBroker:
         process = spawn(
             [
                 _java(),
-                f"-Xms{self.settings.kafka_heap}",
+                "-Xms128m",  # grows to the maximum only under load
                 f"-Xmx{self.settings.kafka_heap}",
                 "-XX:+UseG1GC",
                 "-XX:MaxGCPauseMillis=20",
