@@ -327,6 +327,22 @@ def dlq_replay(
     typer.echo(f"replayed {count:,} dead letters with reason {reason} to {settings.topic_usage}")
 
 
+@app.command()
+@friendly_errors
+def conflicts(
+    limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 50,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Events re-sent under a known event_id with a different payload.
+
+    The first payload stands and is billed; each conflicting copy is recorded here, with
+    where it came from, for the producer's owners to investigate.
+    """
+    with database() as conn:
+        columns, rows = reports.conflicts(conn, limit)
+    typer.echo(render(rows, columns, fmt))
+
+
 # --- load -------------------------------------------------------------------------------------
 
 

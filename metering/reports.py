@@ -82,3 +82,18 @@ def dead_letter_summary(conn: psycopg.Connection) -> tuple[list[str], list[dict[
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query).fetchall()
     return ["reason", "events", "awaiting_replay", "last_seen", "latest_detail"], rows
+
+
+def conflicts(conn: psycopg.Connection, limit: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Re-sent event ids whose payload differed from the billed one (never billed)."""
+    query = """
+        SELECT c.received_at, c.event_id, c.tenant_id, c.topic, c.partition, c."offset",
+               l.source_partition AS billed_partition, l.source_offset AS billed_offset
+          FROM ledger_conflicts c JOIN usage_ledger l USING (event_id)
+         ORDER BY c.conflict_id DESC LIMIT %s
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, (limit,)).fetchall()
+    columns = ["received_at", "event_id", "tenant_id", "topic", "partition", "offset",
+               "billed_partition", "billed_offset"]  # fmt: skip
+    return columns, rows
