@@ -267,7 +267,7 @@ class IngestService(Service):
     async def _consume(self) -> None:
         """Fetch and classify batch N+1 while batch N is being written."""
         window_ms = int(self.settings.batch_window_s * 1000)
-        writing: InFlight | None = None
+        writing: asyncio.Future[BatchOutcome] | None = None
         try:
             while not self.should_stop:
                 fetched = await self.consumer.getmany(
@@ -279,38 +279,37 @@ class IngestService(Service):
                     for m in messages
                 ]
                 if not records:
-                    if writing is not None:
-                        await self._settle(writing)
-                        writing = None
                     continue
                 prepared = await self.ingest.prepare(records)
-                if writing is not None:
-                    await self._settle(writing)
-                writing = InFlight(
-                    asyncio.ensure_future(self.ingest.write(prepared)), fetched, time.perf_counter()
-                )
+                if writing is not None:  # batches commit in order
+                    await finish_or_exit(writing)
+                writing = asyncio.ensure_future(self._write(prepared, fetched))
+                writing.add_done_callback(_exit_if_failed)
         finally:
             if writing is not None:  # stopping: the batch being written must finish
-                await self._settle(writing)
+                await finish_or_exit(writing)
 
-    async def _settle(self, writing: InFlight) -> None:
-        written = await finish_or_exit(writing.task)
+    async def _write(self, prepared: PreparedBatch, fetched: Fetched) -> BatchOutcome:
+        """Writes a batch, then at once tells Kafka and publishes its quota effects."""
+        started = time.perf_counter()
+        written = await self.ingest.write(prepared)
         outcome = written.outcome
         log.info(
             "batch of %d in %.0f ms: accepted=%d duplicates=%d conflicts=%d rejected=%d skipped=%d",
-            sum(len(m) for m in writing.fetched.values()),
-            (time.perf_counter() - writing.started) * 1000,
+            len(prepared.records),
+            (time.perf_counter() - started) * 1000,
             outcome.accepted,
             outcome.duplicates,
             outcome.conflicts,
             outcome.rejected,
             outcome.skipped,
         )
-        await self._commit_offsets(writing.fetched)
+        await self._commit_offsets(fetched)
         try:
             await self.quota_publisher.publish(written.quota)
         except (KafkaError, psycopg.OperationalError) as exc:  # the sweeper retries
             log.warning("quota effects not published yet: %r", exc)
+        return outcome
 
     async def _commit_offsets(self, fetched: Fetched) -> None:
         """Tells Kafka how far we are, for lag monitoring; the ledger is the real record."""
@@ -325,14 +324,15 @@ class IngestService(Service):
             log.info("offset commit skipped after a rebalance: %s", exc)
 
 
-@dataclass(frozen=True, slots=True)
-class InFlight:
-    task: asyncio.Future[Written]
-    fetched: Fetched
-    started: float
+def _exit_if_failed(task: asyncio.Future[BatchOutcome]) -> None:
+    """A batch that fails unexpectedly stops the worker at once, uncommitted."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("unexpected error in a batch: exiting uncommitted", exc_info=task.exception())
+        logging.shutdown()
+        os._exit(EXIT_ABANDONED_BATCH)
 
 
-async def finish_or_exit(task: asyncio.Future[Written]) -> Written:
+async def finish_or_exit(task: asyncio.Future[BatchOutcome]) -> BatchOutcome:
     """Shields a batch from cancellation; exits the process if it cannot finish.
 
     A batch interrupted between the dead-letter publish and the commit is harmless (the
