@@ -28,12 +28,14 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.harness import (
+    delete_topics,
     dsn,
     free_port,
     fresh_topics,
     percentile,
     running_worker,
     scratch_database,
+    topics_of,
 )
 from bench.report import Case, Figure, Target
 from metering.config import Settings
@@ -144,13 +146,7 @@ def run_quota_case(
     case = Case("quota")
     trial_tenants = [f"quota-trial-{i:03d}" for i in range(trials * 2)]
     with scratch_database(settings, tenants=50) as db:
-        label = uuid.uuid4().hex[:8]
-        run = fresh_topics(db, "quota").model_copy(
-            update={
-                "topic_quota_state": f"bench.quota.state.{label}",
-                "topic_quota_alerts": f"bench.quota.alerts.{label}",
-            }
-        )
+        run = fresh_topics(db, "quota")
         with psycopg.connect(dsn(run.database_url)) as conn:
             catalog.add_tenants(conn, [catalog.TenantRow(t, t) for t in trial_tenants])
             for tenant in trial_tenants:
@@ -166,17 +162,20 @@ def run_quota_case(
                     ),
                 )
         asyncio.run(ensure_topics(run))
-        with running_worker(run, logs / "quota-worker.log") as worker:
-            worker.wait_for_log("Worker]: Ready")
-            say("quota: block delay, idle pipeline")
-            idle = sorted(asyncio.run(_block_delays(run, trial_tenants[:trials])))
-            say(f"quota: block delay under {rate:,.0f} events/s of background load")
-            loaded = sorted(asyncio.run(_under_load(run, rate, trial_tenants[trials:])))
-            say(f"quota: endpoint at {rps} requests/s for {seconds:.0f} s")
-            url = f"http://127.0.0.1:{run.worker_web_port}/v1/quota/{trial_tenants[0]}"
-            answers = asyncio.run(_latencies(url, rps, seconds))
-        say("quota: the HTTP floor at the same rate")
-        floor = _http_floor(rps, seconds)
+        try:
+            with running_worker(run, logs / "quota-worker.log") as worker:
+                worker.wait_for_log("Worker]: Ready")
+                say("quota: block delay, idle pipeline")
+                idle = sorted(asyncio.run(_block_delays(run, trial_tenants[:trials])))
+                say(f"quota: block delay under {rate:,.0f} events/s of background load")
+                loaded = sorted(asyncio.run(_under_load(run, rate, trial_tenants[trials:])))
+                say(f"quota: endpoint at {rps} requests/s for {seconds:.0f} s")
+                url = f"http://127.0.0.1:{run.worker_web_port}/v1/quota/{trial_tenants[0]}"
+                answers = asyncio.run(_latencies(url, rps, seconds))
+        finally:
+            asyncio.run(delete_topics(run, topics_of(run)))
+    say("quota: the HTTP floor at the same rate")
+    floor = _http_floor(rps, seconds)
     ms = 1000.0
     case.figures += [
         Figure("block delay p50 (loaded)", percentile(loaded, 0.5) * ms, "ms",

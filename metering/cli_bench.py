@@ -1,0 +1,70 @@
+"""`metering bench`: the pipeline's benchmarks, each next to its baseline (bench/)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from metering.cli_support import FormatOption, fail, friendly_errors
+from metering.config import get_settings
+from metering.output import Format
+from metering.services import local_services
+
+
+def bench(
+    events: Annotated[
+        int | None,
+        typer.Option(help="Events drained in case 1 (default 1,000,000; quick 100,000)."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="About two minutes: 100k events, 20 s latency, 100 tenants.")
+    ] = False,
+    latency_seconds: Annotated[
+        float | None, typer.Option(help="Length of the latency run (default 60, quick 20).")
+    ] = None,
+    latency_rate: Annotated[
+        float | None, typer.Option(help="Events/s of the latency run (default: half the drain).")
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Measure drain throughput, latency, memory, storage and invoice close.
+
+    Starts the local services if needed, then uses a scratch database and fresh topics,
+    dropped afterwards. Prints each figure next to its same-run baseline and its target,
+    and writes every figure and the machine's facts to bench/results/<timestamp>.json.
+    """
+    from bench.report import table
+    from bench.run import BenchConfig, Progress, run_bench
+
+    if events is not None and events < 1:
+        raise fail("--events must be at least 1")
+    config = BenchConfig.quick() if quick else BenchConfig()
+    overrides: dict[str, Any] = {
+        "events": events,
+        "latency_s": latency_seconds,
+        "latency_rate": latency_rate,
+    }
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    settings = get_settings()
+    for service in local_services(settings):
+        service.up()
+    result = run_bench(
+        settings, config, progress=Progress(lambda s: typer.echo(s, err=True, nl=False))
+    )
+    typer.echo("", err=True)
+    if fmt is Format.json:
+        typer.echo(orjson.dumps(result.document, option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(table(result.cases, fmt))
+    if fmt is Format.table:
+        typer.echo("\n" + "\n".join(f"{c.name}: {note}" for c in result.cases for note in c.notes))
+    typer.echo(f"\nresults: {result.path}", err=True)
+    if any(case.status.startswith("failed") for case in result.cases):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(friendly_errors(bench))
