@@ -548,3 +548,96 @@ def _sum(amounts: Iterable[Decimal]) -> Decimal:
     for amount in amounts:
         total = EXACT.add(total, amount)
     return total
+
+
+# --- closing periods -------------------------------------------------------------------------
+
+DEFAULT_CURRENCY: Final = "USD"
+"""The currency of a tenant that has no contract: list prices, calendar months, no discount."""
+
+_DEFAULT_SINCE: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def contract_history(
+    tenant_id: str, contracts: Sequence[Contract], *, anchor_day: int | None = None
+) -> tuple[Contract, ...]:
+    """A tenant's contracts, preceded by the default terms until the first one takes effect.
+
+    A tenant without a contract is billed at list prices in ``DEFAULT_CURRENCY``, with no
+    discount or commitment, on billing periods of its contracts' anchor day (``anchor_day``
+    when it has no contract, else 1). So every period has a governing contract
+    (``contract_for_period``), and a tenant that signs on the 20th is billed on its new terms
+    for that whole period."""
+    history = sorted(contracts, key=lambda c: c.effective_from)
+    anchor = history[0].anchor_day if history else (anchor_day or 1)
+    first = history[0].effective_from if history else None
+    if first is not None and first <= _DEFAULT_SINCE:
+        return tuple(history)
+    default = Contract(
+        tenant_id, DEFAULT_CURRENCY, _DEFAULT_SINCE, effective_to=first, anchor_day=anchor
+    )
+    return (default, *history)
+
+
+UsageKey = tuple[str, str, bool]
+"""model, service tier, long-context: how ``billed_usage`` keeps what a period billed."""
+
+USAGE_COUNTS: Final = (
+    "events",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+
+class CountedUsage(TenantUsage, Protocol):
+    @property
+    def events(self) -> int: ...
+
+
+def usage_totals(rows: Iterable[CountedUsage]) -> dict[UsageKey, tuple[int, ...]]:
+    """Events and the five token counts per model, service tier and long-context flag: what a
+    closed period billed, to compare with its usage later (late usage is the difference)."""
+    totals: dict[UsageKey, list[int]] = {}
+    for row in rows:
+        key = (row.model, row.service_tier, row.long_context)
+        sums = totals.get(key)
+        if sums is None:
+            totals[key] = [
+                row.events,
+                row.input_tokens,
+                row.cached_input_tokens,
+                row.cache_write_tokens,
+                row.output_tokens,
+                row.reasoning_tokens,
+            ]
+        else:
+            sums[0] += row.events
+            sums[1] += row.input_tokens
+            sums[2] += row.cached_input_tokens
+            sums[3] += row.cache_write_tokens
+            sums[4] += row.output_tokens
+            sums[5] += row.reasoning_tokens
+    return {key: tuple(sums) for key, sums in totals.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizedInvoice:
+    """An invoice as finalized and stored: numbered, immutable, everything it prints.
+
+    ``tenant_name`` is the tenant's display name when it was finalized, so that re-printing it
+    gives the same document whatever happened to the catalog since."""
+
+    invoice_number: str
+    tenant_id: str
+    tenant_name: str
+    period: BillingPeriod
+    period_label: str
+    currency: str
+    status: str
+    finalized_at: datetime
+    lines: tuple[InvoiceLine, ...]
+    subtotal: Decimal
+    total: Decimal

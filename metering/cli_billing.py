@@ -1,0 +1,638 @@
+"""`metering prices`, `metering tenants set|contract|override` and `metering invoices`.
+
+Thin: parse the options, call ``metering.db.billing`` and the export writers, print.
+``register(app, tenants_app)`` adds them to the `metering` command.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import psycopg
+import typer
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from metering.cli_support import FormatOption, fail, friendly_errors
+from metering.config import get_settings
+from metering.db import billing
+from metering.events import SERVICE_TIERS
+from metering.invoice_export import ExportFormat, export_invoices, line_record, summary_name
+from metering.invoicing import (
+    CURRENCY_MINOR_UNITS,
+    FinalizedInvoice,
+    InvoiceError,
+    InvoiceLine,
+    period_from_label,
+)
+from metering.output import Format, render
+from metering.price_files import PriceFileError, load_price_file
+from metering.pricing import TOKEN_CLASSES, PricingError, TokenClass
+
+
+class BillingSettings(BaseSettings):
+    """Billing settings from ``METERING_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="METERING_", extra="ignore")
+
+    invoice_grace_hours: float = Field(
+        24.0, description="hours after a period's end before `invoices close` finalizes it"
+    )
+    late_margin_hours: float = Field(
+        24.0, description="added to the ingest backdating window when looking for late usage"
+    )
+
+
+def _late_window() -> timedelta:
+    """How long after its end a closed period can still receive usage: ingest accepts events
+    up to ``METERING_BACKDATING_DAYS`` old (plus clock skew); a margin on top."""
+    settings = get_settings()
+    return (
+        timedelta(days=settings.backdating_days)
+        + timedelta(seconds=settings.clock_skew_s)
+        + timedelta(hours=BillingSettings().late_margin_hours)
+    )
+
+
+@contextmanager
+def _connection() -> Iterator[psycopg.Connection]:
+    """An autocommit connection: the billing adapters open their own transactions."""
+    with psycopg.connect(get_settings().psycopg_dsn, connect_timeout=5, autocommit=True) as conn:
+        yield conn
+
+
+def _billing_errors(func: Any) -> Any:
+    """Billing errors a person can fix become one line and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (billing.BillingError, PricingError, InvoiceError) as exc:
+            raise fail(str(exc)) from None
+
+    return friendly_errors(wrapper)
+
+
+def _moment(value: str | None, option: str, default: datetime | None = None) -> datetime:
+    """``2026-11-01`` (00:00 UTC) or an ISO time; a time without offset is UTC."""
+    if value is None:
+        if default is None:
+            raise fail(f"{option} is required")
+        return default
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(
+            f"{option} {value!r} is not a date: use 2026-11-01 (00:00 UTC) or 2026-11-01T12:00:00Z"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _decimal(value: str, option: str) -> Decimal:
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise fail(f"{option} {value!r} is not a decimal number such as 12.50") from None
+    if not amount.is_finite():
+        raise fail(f"{option} {value!r} must be a finite number")
+    return amount
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json(document: Any) -> str:
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return str(value)
+        raise TypeError(type(value).__name__)
+
+    return orjson.dumps(document, default=default, option=orjson.OPT_INDENT_2).decode()
+
+
+# --- prices ----------------------------------------------------------------------------------
+
+prices_app = typer.Typer(
+    help="The list-price book: per model, token class and service tier, per 1M tokens.",
+    no_args_is_help=True,
+)
+
+
+@prices_app.command("import")
+@_billing_errors
+def prices_import(
+    file: Annotated[Path, typer.Argument(help="A price file, .yaml/.yml or .csv.")],
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace stored entries whose price or end the file changes (never in"
+            " periods already invoiced).",
+        ),
+    ] = False,
+) -> None:
+    """Import prices from a YAML or CSV file (see docs/billing.md); idempotent.
+
+    Every problem is reported as FILE:LINE: what is wrong. Entries already stored with the
+    same price are left alone, so importing the same file twice changes nothing. Long-context
+    rules also set the model catalog's long_context_above, which ingest uses.
+    """
+    try:
+        entries = load_price_file(file)
+    except PriceFileError as exc:
+        for problem in exc.problems:
+            typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    with _connection() as conn:
+        result = billing.import_prices(conn, entries, replace_changed=replace)
+    typer.echo(
+        f"{file}: {result.added} prices added, {result.replaced} replaced,"
+        f" {result.unchanged} unchanged"
+    )
+    for model, old, new in result.thresholds:
+        typer.echo(f"model {model}: long_context_above {old} -> {new}")
+    for model in result.uncataloged:
+        typer.secho(
+            f"warning: {model} has a long-context rule but is not in the model catalog: add it"
+            f" with `metering models add {model} --provider P` and its threshold",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+
+@prices_app.command("list")
+@_billing_errors
+def prices_list(
+    at: Annotated[
+        str | None, typer.Option(help="The moment (UTC) whose prices to show; default now.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """List the list prices in effect at a moment, per 1M tokens."""
+    moment = _moment(at, "--at", _now())
+    with _connection() as conn:
+        book = billing.load_price_book(conn)
+    rows = [
+        {
+            "model": e.model,
+            "service_tier": e.service_tier,
+            "token_class": e.token_class.value,
+            "long_context_above": e.long_context_above,
+            "tier_up_to": e.tier_up_to,
+            "price_per_million": e.price_per_million,
+            "currency": e.currency,
+            "effective_from": e.effective_from,
+            "effective_to": e.effective_to,
+        }
+        for e in book.in_effect(moment)
+        if model is None or e.model == model
+    ]
+    columns = list(rows[0]) if rows else ["model", "service_tier", "token_class"]
+    typer.echo(render(rows, columns, fmt))
+
+
+# --- contracts -----------------------------------------------------------------------------
+
+
+def tenants_set(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant.")],
+    currency: Annotated[
+        str | None, typer.Option(help=f"Billing currency: {', '.join(CURRENCY_MINOR_UNITS)}.")
+    ] = None,
+    anchor_day: Annotated[
+        int | None,
+        typer.Option(help="Billing periods start on this day of the month (1-31; 1 = calendar)."),
+    ] = None,
+    discount_percent: Annotated[
+        str | None, typer.Option(help="Percent taken off each period's usage, e.g. 10 or 7.5.")
+    ] = None,
+    minimum_commitment: Annotated[
+        str | None,
+        typer.Option(help="Least amount billed per period, after the discount; 'none' removes it."),
+    ] = None,
+    effective_from: Annotated[
+        str | None,
+        typer.Option(help="When these terms take effect (default now); they govern the period."),
+    ] = None,
+) -> None:
+    """Set a tenant's contract terms from a moment on, as a new contract version.
+
+    Options left out keep the previous version's value (defaults: USD, anchor day 1, no
+    discount, no commitment). The contract that took effect last during a period governs
+    that whole period. A change cannot take effect inside a period already invoiced.
+    """
+    changes: dict[str, Any] = {}
+    if currency is not None:
+        changes["currency"] = currency.upper()
+    if anchor_day is not None:
+        changes["anchor_day"] = anchor_day
+    if discount_percent is not None:
+        changes["discount_percent"] = _decimal(discount_percent, "--discount-percent")
+    if minimum_commitment is not None:
+        changes["minimum_commitment"] = (
+            None
+            if minimum_commitment.lower() == "none"
+            else _decimal(minimum_commitment, "--minimum-commitment")
+        )
+    start = _moment(effective_from, "--effective-from", _now().replace(microsecond=0))
+    with _connection() as conn:
+        contract, changed = billing.set_contract(conn, tenant_id, start, **changes)
+    minimum = contract.minimum_commitment
+    typer.echo(
+        f"{tenant_id}: {'contract from' if changed else 'unchanged, contract from'}"
+        f" {contract.effective_from.isoformat()}: {contract.currency}, anchor day"
+        f" {contract.anchor_day}, discount {contract.discount_percent}%, minimum commitment"
+        f" {minimum if minimum is not None else 'none'}"
+    )
+
+
+def tenants_contract(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant.")],
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Show a tenant's contract history and price overrides, oldest first.
+
+    Before its first contract a tenant is billed on the default terms (USD, list prices,
+    calendar months), shown as the first row.
+    """
+    with _connection() as conn:
+        billing.require_tenant(conn, tenant_id)
+        history = billing.contract_history(tenant_id, billing.contracts_of(conn, tenant_id))
+        overrides = billing.overrides_of(conn, tenant_id).get(tenant_id, [])
+    contracts = [
+        {
+            "effective_from": c.effective_from,
+            "effective_to": c.effective_to,
+            "currency": c.currency,
+            "anchor_day": c.anchor_day,
+            "discount_percent": c.discount_percent,
+            "minimum_commitment": c.minimum_commitment,
+            "terms": "default" if index == 0 and c.effective_from.year == 1970 else "contract",
+        }
+        for index, c in enumerate(history)
+    ]
+    prices = [
+        {
+            "model": e.model,
+            "token_class": e.token_class.value,
+            "service_tier": e.service_tier,
+            "long_context_above": e.long_context_above,
+            "tier_up_to": e.tier_up_to,
+            "price_per_million": e.price_per_million,
+            "currency": e.currency,
+            "effective_from": e.effective_from,
+            "effective_to": e.effective_to,
+        }
+        for e in overrides
+    ]
+    if fmt is Format.json:
+        typer.echo(_json({"contracts": contracts, "overrides": prices}))
+        return
+    typer.echo(render(contracts, list(contracts[0]), fmt))
+    if prices:
+        typer.echo("")
+        typer.echo(render(prices, list(prices[0]), fmt))
+
+
+def tenants_override(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant.")],
+    model: Annotated[str, typer.Option(help="The model whose price to override.")],
+    token_class: Annotated[str, typer.Option(help=f"Token class: {', '.join(TOKEN_CLASSES)}.")],
+    tier: Annotated[str, typer.Option(help=f"Service tier: {', '.join(SERVICE_TIERS)}.")],
+    price: Annotated[
+        str,
+        typer.Option(
+            help="Per 1M tokens: 2.50; bands as UP_TO:PRICE,...,PRICE (1000000:2.00,1.50);"
+            " 'list' ends the override (back to the list price)."
+        ),
+    ],
+    effective_from: Annotated[
+        str | None, typer.Option(help="When the price takes effect (default: now, on the hour).")
+    ] = None,
+    effective_to: Annotated[
+        str | None, typer.Option(help="When it ends (exclusive); default: until replaced.")
+    ] = None,
+    long_context_above: Annotated[
+        int | None,
+        typer.Option(help="Override the long-context price of requests above this many tokens."),
+    ] = None,
+) -> None:
+    """Give a tenant its own price for one model, token class and service tier.
+
+    The override replaces the list price of that class (all its bands) while in effect, in
+    the contract's currency; other classes stay at list price. A new override ends the one
+    in effect at its start. Times must be on whole hours.
+    """
+    if token_class not in TOKEN_CLASSES:
+        raise fail(f"--token-class {token_class!r} is not one of {', '.join(TOKEN_CLASSES)}")
+    if tier not in SERVICE_TIERS:
+        raise fail(f"--tier {tier!r} is not one of {', '.join(SERVICE_TIERS)}")
+    hour = _now().replace(minute=0, second=0, microsecond=0)
+    start = _moment(effective_from, "--effective-from", hour)
+    end = _moment(effective_to, "--effective-to") if effective_to is not None else None
+    bands = None if price.strip().lower() == "list" else billing.Bands.parse(price)
+    with _connection() as conn:
+        written = billing.set_override(
+            conn,
+            tenant_id,
+            model=model,
+            token_class=TokenClass(token_class),
+            service_tier=tier,
+            price=bands,
+            effective_from=start,
+            effective_to=end,
+            long_context_above=long_context_above,
+        )
+    if not written:
+        typer.echo(f"{tenant_id}: {model} {token_class} {tier} at list price from {start}")
+    for entry in written:
+        typer.echo(
+            f"{tenant_id}: {entry.describe()} at {entry.price_per_million} {entry.currency}"
+            f" per 1M from {entry.effective_from}"
+            + (f" until {entry.effective_to}" if entry.effective_to else "")
+        )
+
+
+# --- invoices --------------------------------------------------------------------------------
+
+invoices_app = typer.Typer(
+    help="Invoices: running drafts, closing periods, numbered immutable invoices, export.",
+    no_args_is_help=True,
+)
+
+PeriodOption = Annotated[str, typer.Option("--period", help="Billing period, YYYY-MM.")]
+
+
+def _check_label(label: str) -> str:
+    try:
+        period_from_label(label)
+    except InvoiceError as exc:
+        raise fail(str(exc)) from None
+    return label
+
+
+def _print_invoice(header: dict[str, Any], lines: tuple[InvoiceLine, ...], fmt: Format) -> None:
+    as_text = fmt is not Format.table
+    rows = [line_record(n, line, as_text=as_text) for n, line in enumerate(lines, start=1)]
+    if fmt is Format.json:
+        typer.echo(_json({**header, "lines": rows}))
+        return
+    if fmt is Format.csv:
+        columns = list(rows[0]) if rows else ["line_no"]
+        typer.echo(render(rows, columns, fmt))
+        return
+    for name, value in header.items():
+        if name not in ("subtotal", "total"):
+            typer.echo(f"{name:>14}: {value}")
+    typer.echo("")
+    columns = [
+        "kind",
+        "model",
+        "token_class",
+        "service_tier",
+        "tier",
+        "long_context",
+        "quantity",
+        "unit_price_per_million",
+        "amount",
+        "adjusts_period",
+    ]
+    if rows:
+        typer.echo(render(rows, columns, fmt))
+    else:
+        typer.echo("(no lines)")
+    typer.echo("")
+    typer.echo(f"{'subtotal':>14}: {header['subtotal']} {header['currency']}")
+    typer.echo(f"{'total':>14}: {header['total']} {header['currency']}")
+
+
+def _header(invoice: FinalizedInvoice) -> dict[str, Any]:
+    return {
+        "invoice_number": invoice.invoice_number,
+        "tenant_id": invoice.tenant_id,
+        "period": invoice.period_label,
+        "period_start": invoice.period.start.isoformat(),
+        "period_end": invoice.period.end.isoformat(),
+        "status": invoice.status,
+        "finalized_at": invoice.finalized_at.isoformat(),
+        "currency": invoice.currency,
+        "subtotal": invoice.subtotal,
+        "total": invoice.total,
+    }
+
+
+@invoices_app.command("preview")
+@_billing_errors
+def invoices_preview(
+    tenant: Annotated[str, typer.Option(help="The tenant.")],
+    period: Annotated[
+        str | None, typer.Option(help="Billing period, YYYY-MM (default: the current one).")
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Show a tenant's invoice for a period as it stands now: the running draft.
+
+    Computed on the fly from the hourly usage, with the adjustments that late usage of
+    closed periods will add. A period already closed shows its finalized invoice.
+    """
+    with _connection() as conn:
+        ctx = billing.BillingContext.load(conn, _late_window(), tenant)
+        chosen = (
+            ctx.period(tenant, _check_label(period))
+            if period is not None
+            else ctx.current_period(tenant, _now())
+        )
+        closed, invoice = billing.closed_invoice_for(conn, tenant, chosen)
+        if invoice is not None:
+            _print_invoice(_header(invoice), invoice.lines, fmt)
+            return
+        if closed:
+            typer.echo(f"{tenant}: period {chosen.label} is closed with nothing billed")
+            return
+        bill = billing.compute_bill(conn, ctx, tenant, chosen)
+    draft = bill.draft
+    header = {
+        "invoice_number": None,
+        "tenant_id": tenant,
+        "period": chosen.label,
+        "period_start": chosen.start.isoformat(),
+        "period_end": chosen.end.isoformat(),
+        "status": "draft",
+        "as_of": _now().replace(microsecond=0).isoformat(),
+        "currency": draft.currency,
+        "subtotal": draft.subtotal,
+        "total": draft.total,
+    }
+    _print_invoice(header, draft.lines, fmt)
+
+
+@invoices_app.command("close")
+@_billing_errors
+def invoices_close(
+    period: PeriodOption,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Close before the grace period has passed.")
+    ] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Finalize a billing period into numbered, immutable invoices.
+
+    Each tenant with usage, a commitment or adjustments gets one. Closes
+    METERING_INVOICE_GRACE_HOURS (default 24) after the period's end, or earlier with
+    --force. Numbers are gap-free (INV-YYYY-NNNNNN). Running it again creates nothing new.
+    Late usage of closed periods becomes adjustment lines. Exits 1 if a tenant could not be
+    billed (the others are).
+    """
+    label = _check_label(period)
+    grace = timedelta(hours=BillingSettings().invoice_grace_hours)
+    started = time.monotonic()
+    last = 0.0
+
+    def progress(done: int, total: int, invoiced: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 0.5 or done == total:
+            last = now
+            typer.echo(
+                f"\rclosing {label}: {done:,}/{total:,} tenants, {invoiced:,} invoices"
+                f" ({now - started:.1f}s)",
+                err=True,
+                nl=done == total,
+            )
+
+    with _connection() as conn:
+        results = billing.close_period(
+            conn,
+            label,
+            now=_now(),
+            grace=grace,
+            late_window=_late_window(),
+            tenant_id=tenant,
+            force=force,
+            progress=progress,
+        )
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.outcome] = counts.get(result.outcome, 0) + 1
+    shown = [
+        asdict(r)
+        for r in results
+        if fmt is not Format.table
+        or r.outcome in (billing.Outcome.INVOICED, billing.Outcome.FAILED)
+    ]
+    columns = [
+        "tenant_id",
+        "outcome",
+        "invoice_number",
+        "currency",
+        "total",
+        "lines",
+        "adjustments",
+        "detail",
+    ]
+    if shown or fmt is not Format.table:
+        typer.echo(render(shown, columns, fmt))
+    summary = ", ".join(f"{count:,} {outcome}" for outcome, count in sorted(counts.items()))
+    typer.echo(f"{label}: {summary or 'no tenants'} in {time.monotonic() - started:.1f}s", err=True)
+    if counts.get(billing.Outcome.NOT_DUE) and not any(
+        r.outcome in (billing.Outcome.INVOICED, billing.Outcome.NOTHING) for r in results
+    ):
+        detail = next(r.detail for r in results if r.outcome == billing.Outcome.NOT_DUE)
+        typer.echo(f"period {label} is not due yet: {detail}", err=True)
+    if counts.get(billing.Outcome.FAILED):
+        raise typer.Exit(1)
+
+
+@invoices_app.command("list")
+@_billing_errors
+def invoices_list(
+    period: Annotated[str | None, typer.Option(help="Only this period, YYYY-MM.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """List finalized invoices by number."""
+    with _connection() as conn:
+        invoices = billing.finalized_invoices(conn, period_label=period, tenant_id=tenant)
+    rows = [
+        {
+            "invoice_number": i.invoice_number,
+            "tenant_id": i.tenant_id,
+            "period": i.period_label,
+            "currency": i.currency,
+            "subtotal": i.subtotal,
+            "total": i.total,
+            "lines": len(i.lines),
+            "finalized_at": i.finalized_at,
+        }
+        for i in invoices
+    ]
+    columns = ["invoice_number", "tenant_id", "period", "currency", "subtotal", "total", "lines"]
+    typer.echo(render(rows, [*columns, "finalized_at"], fmt))
+
+
+@invoices_app.command("show")
+@_billing_errors
+def invoices_show(
+    number: Annotated[str, typer.Argument(help="Invoice number, e.g. INV-2026-000001.")],
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Show one finalized invoice with its lines."""
+    with _connection() as conn:
+        found = billing.finalized_invoices(conn, invoice_number=number)
+    if not found:
+        raise fail(f"no invoice {number!r}: `metering invoices list` shows the numbers")
+    _print_invoice(_header(found[0]), found[0].lines, fmt)
+
+
+@invoices_app.command("export")
+@_billing_errors
+def invoices_export(
+    period: PeriodOption,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="File format: json, csv or pdf.")],
+    out: Annotated[Path, typer.Option(help="Directory to write into (created if missing).")],
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's invoice.")] = None,
+) -> None:
+    """Write a period's finalized invoices to files, plus a summary.
+
+    One OUT/NUMBER.FORMAT per invoice and OUT/summary-PERIOD.FORMAT. Files depend only on
+    the stored invoices: exporting again gives identical bytes.
+    """
+    label = _check_label(period)
+    with _connection() as conn:
+        invoices = billing.finalized_invoices(conn, period_label=label, tenant_id=tenant)
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        if done % 200 == 0 or done == total:
+            typer.echo(f"\rexported {done:,}/{total:,} invoices", err=True, nl=done == total)
+
+    paths = export_invoices(label, invoices, fmt, out, progress)
+    typer.echo(
+        f"{len(invoices):,} invoices of {label} written to {out}"
+        f" ({summary_name(label, fmt)}) in {time.monotonic() - started:.1f}s"
+    )
+    del paths
+
+
+def register(app: typer.Typer, tenants_app: typer.Typer) -> None:
+    """Adds `prices`, `invoices` and the contract commands of `tenants` to the CLI."""
+    app.add_typer(prices_app, name="prices")
+    app.add_typer(invoices_app, name="invoices")
+    tenants_app.command("set")(_billing_errors(tenants_set))
+    tenants_app.command("contract")(_billing_errors(tenants_contract))
+    tenants_app.command("override")(_billing_errors(tenants_override))
