@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import faust
+import psycopg
 from aiokafka import AIOKafkaProducer
 from faust.web import Request, Response, View
 from mode import Service
 
 from metering.config import Settings
 from metering.db import quota_store
+from metering.db.billing import load_price_book
 from metering.db.connection import Reconnecting
 from metering.db.quota_store import LimitsByTenant, QuotaEffects
 from metering.events import UsageEvent
@@ -41,6 +44,7 @@ from metering.quotas import (
 log = logging.getLogger("metering.quotas")
 
 REFRESH_INTERVAL_S = 0.25
+PRICES_REFRESH_S = 10.0
 SWEEP_AFTER = timedelta(seconds=5)
 
 
@@ -129,6 +133,7 @@ class QuotaService(Service):
         self.states: dict[str, TenantQuotaState] = {}
         self.tenants: frozenset[str] = frozenset()
         self._states_seen_at: datetime | None = None
+        self._prices_loaded_at = float("-inf")
 
     async def on_start(self) -> None:
         self.producer = AIOKafkaProducer(
@@ -160,6 +165,9 @@ class QuotaService(Service):
             await self.sleep(REFRESH_INTERVAL_S)
 
     async def _refresh(self) -> None:
+        if time.monotonic() - self._prices_loaded_at > PRICES_REFRESH_S:
+            self.rules.prices = await asyncio.to_thread(self._load_prices)
+            self._prices_loaded_at = time.monotonic()
         conn = await self.db.connection()
         self.rules.limits = await quota_store.load_limits(conn)
         cursor = await conn.execute("SELECT tenant_id FROM tenants")
@@ -169,6 +177,10 @@ class QuotaService(Service):
         )
         for state in changed:
             self.states[state.tenant_id] = state
+
+    def _load_prices(self) -> PriceBook:
+        with psycopg.connect(self.settings.psycopg_dsn) as conn:
+            return load_price_book(conn)
 
     async def _reevaluate_and_sweep(self) -> None:
         conn = await self.db.connection()

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -42,7 +43,7 @@ def events(count: int, tokens_each: int, tenant: str = TENANT) -> list[Any]:
 
 
 def set_limit(
-    settings: Settings, limit: int, *, hard: bool, kind: str = "tokens_per_period"
+    settings: Settings, limit: int | str, *, hard: bool, kind: str = "tokens_per_period"
 ) -> None:
     done = metering(
         settings, "quota", "set", "--tenant", TENANT, "--kind", kind,
@@ -193,3 +194,24 @@ def test_two_workers_sharing_the_load_alert_exactly_as_one_does(
         (TENANT, 50), (TENANT, 80), (TENANT, 100),
         ("globex", 50), ("globex", 80), ("globex", 100),
     ]  # fmt: skip
+
+
+def test_a_spend_limit_blocks_on_list_prices_estimated_in_the_stream(
+    seeded: Settings, start_worker: StartWorker
+) -> None:
+    settings = seeded
+    imported = metering(settings, "prices", "import", "prices/list-prices.yaml")
+    assert imported.returncode == 0, imported.stderr
+    set_limit(settings, "0.10", hard=True, kind="spend_per_period")
+    worker = start_worker()
+    worker.wait_for_log("Worker]: Ready")
+    produce(settings, events(30, 1000))  # grok-3: 900 in at $3/M + 100 out at $15/M = $0.0042
+    wait_until_processed(settings, worker, 30)
+
+    assert eventually(lambda: ask(settings, TENANT)[1]["allowed"] is False)
+    [limit] = ask(settings, TENANT)[1]["limits"]
+    assert (limit["kind"], Decimal(limit["used"]), limit["remaining"]) == (
+        "spend_per_period",
+        Decimal("0.1260"),
+        "0",
+    )
