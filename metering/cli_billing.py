@@ -52,7 +52,7 @@ class BillingSettings(BaseSettings):
     )
 
 
-def _late_window() -> timedelta:
+def late_window() -> timedelta:
     """How long after its end a closed period can still receive usage: ingest accepts events
     up to ``METERING_BACKDATING_DAYS`` old (plus clock skew); a margin on top."""
     settings = get_settings()
@@ -110,7 +110,7 @@ def _decimal(value: str, option: str) -> Decimal:
     return amount
 
 
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -183,7 +183,7 @@ def prices_list(
     fmt: FormatOption = Format.table,
 ) -> None:
     """List the list prices in effect at a moment, per 1M tokens."""
-    moment = _moment(at, "--at", _now())
+    moment = _moment(at, "--at", now())
     with _connection() as conn:
         book = billing.load_price_book(conn)
     rows = [
@@ -248,7 +248,7 @@ def tenants_set(
             if minimum_commitment.lower() == "none"
             else _decimal(minimum_commitment, "--minimum-commitment")
         )
-    start = _moment(effective_from, "--effective-from", _now().replace(microsecond=0))
+    start = _moment(effective_from, "--effective-from", now().replace(microsecond=0))
     with _connection() as conn:
         contract, changed = billing.set_contract(conn, tenant_id, start, **changes)
     minimum = contract.minimum_commitment
@@ -341,7 +341,7 @@ def tenants_override(
         raise fail(f"--token-class {token_class!r} is not one of {', '.join(TOKEN_CLASSES)}")
     if tier not in SERVICE_TIERS:
         raise fail(f"--tier {tier!r} is not one of {', '.join(SERVICE_TIERS)}")
-    hour = _now().replace(minute=0, second=0, microsecond=0)
+    hour = now().replace(minute=0, second=0, microsecond=0)
     start = _moment(effective_from, "--effective-from", hour)
     end = _moment(effective_to, "--effective-to") if effective_to is not None else None
     bands = None if price.strip().lower() == "list" else billing.Bands.parse(price)
@@ -450,11 +450,11 @@ def invoices_preview(
     closed periods will add. A period already closed shows its finalized invoice.
     """
     with _connection() as conn:
-        ctx = billing.BillingContext.load(conn, _late_window(), tenant)
+        ctx = billing.BillingContext.load(conn, late_window(), tenant)
         chosen = (
             ctx.period(tenant, _check_label(period))
             if period is not None
-            else ctx.current_period(tenant, _now())
+            else ctx.current_period(tenant, now())
         )
         closed, invoice = billing.closed_invoice_for(conn, tenant, chosen)
         if invoice is not None:
@@ -472,7 +472,7 @@ def invoices_preview(
         "period_start": chosen.start.isoformat(),
         "period_end": chosen.end.isoformat(),
         "status": "draft",
-        "as_of": _now().replace(microsecond=0).isoformat(),
+        "as_of": now().replace(microsecond=0).isoformat(),
         "currency": draft.currency,
         "subtotal": draft.subtotal,
         "total": draft.total,
@@ -519,9 +519,9 @@ def invoices_close(
         results = billing.close_period(
             conn,
             label,
-            now=_now(),
+            now=now(),
             grace=grace,
-            late_window=_late_window(),
+            late_window=late_window(),
             tenant_id=tenant,
             force=force,
             progress=progress,

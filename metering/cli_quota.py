@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 from psycopg.rows import dict_row
 
+from metering.cli_billing import late_window, now
 from metering.cli_support import FormatOption, database, fail, friendly_errors
-from metering.db import quota_store
+from metering.db import billing, quota_store
+from metering.invoicing import LineKind
 from metering.output import Format, render
 from metering.quotas import Limit, LimitKind
 
@@ -123,6 +125,49 @@ def quota_alerts(
             " ORDER BY emitted_at DESC, threshold DESC LIMIT 200",
             (tenant, tenant),
         ).fetchall()
+    typer.echo(render(rows, columns, fmt))
+
+
+@quota_app.command("spend")
+@friendly_errors
+def quota_spend(
+    period: Annotated[
+        str | None, typer.Option(help="Billing period, YYYY-MM (default: the current one).")
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Spend estimated in the stream, next to what the invoice bills, for spend limits.
+
+    The stream rates each event at its model's base price as it arrives; the invoice applies
+    graduated tiers, overrides and rounding, so it is the final word. The difference is
+    shown per tenant: usage lines of the finalized invoice, or of the running draft.
+    """
+    rows = []
+    with database() as conn:
+        tenants = sorted({x.tenant_id for x in quota_store.list_limits(conn) if x.kind.is_spend})
+        ctx = billing.BillingContext.load(conn, late_window())
+        for tenant in tenants:
+            chosen = ctx.period(tenant, period) if period else ctx.current_period(tenant, now())
+            closed, invoice = billing.closed_invoice_for(conn, tenant, chosen)
+            if invoice is not None:
+                lines, source = invoice.lines, f"invoice {invoice.invoice_number}"
+            elif closed:
+                lines, source = (), "closed, nothing billed"
+            else:
+                lines, source = billing.compute_bill(conn, ctx, tenant, chosen).draft.lines, "draft"
+            estimated = quota_store.estimated_spend(conn, tenant, chosen.start)
+            billed = sum((x.amount for x in lines if x.kind == LineKind.USAGE), Decimal(0))
+            rows.append(
+                {
+                    "tenant_id": tenant,
+                    "period": chosen.label,
+                    "estimated": estimated.quantize(Decimal("0.0001")),
+                    "invoiced_usage": billed,
+                    "difference": (estimated - billed).quantize(Decimal("0.0001")),
+                    "source": source,
+                }
+            )
+    columns = ["tenant_id", "period", "estimated", "invoiced_usage", "difference", "source"]
     typer.echo(render(rows, columns, fmt))
 
 

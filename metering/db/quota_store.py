@@ -124,6 +124,19 @@ def _limit(row: Sequence[object]) -> Limit:
 # --- the worker ---------------------------------------------------------------------------
 
 
+def estimated_spend(conn: psycopg.Connection, tenant_id: str, period_start: datetime) -> Decimal:
+    """What the stream estimated the tenant spent in the period (all models); 0 if nothing."""
+    row = conn.execute(
+        "SELECT state::text FROM quota_state WHERE tenant_id = %s", (tenant_id,)
+    ).fetchone()
+    if row is None:
+        return Decimal(0)
+    window = state_from_json(row[0]).periods.get(period_start)
+    if window is None:
+        return Decimal(0)
+    return sum((usage.spend for usage in window.usage.values()), Decimal(0))
+
+
 async def load_limits(conn: psycopg.AsyncConnection) -> dict[str, tuple[Limit, ...]]:
     cursor = await conn.execute(f"SELECT {_LIMIT_COLUMNS} FROM quota_limits")
     by_tenant: dict[str, list[Limit]] = defaultdict(list)

@@ -215,3 +215,14 @@ def test_a_spend_limit_blocks_on_list_prices_estimated_in_the_stream(
         Decimal("0.1260"),
         "0",
     )
+    # The invoice rounds each line half-even: 27,000 input tokens at $3/M = $0.081 -> 0.08,
+    # 3,000 output tokens at $15/M = $0.045 -> 0.04; the stream's estimate is unrounded.
+    report = metering(settings, "quota", "spend", "--format", "json")
+    assert report.returncode == 0, report.stderr
+    [row] = orjson.loads(report.stdout)
+    assert (row["tenant_id"], row["estimated"], row["invoiced_usage"], row["difference"]) == (
+        TENANT,
+        "0.1260",
+        "0.12",
+        "0.0060",
+    )
