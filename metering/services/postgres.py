@@ -6,10 +6,12 @@ PostgreSQL refuses to run as root, so when started by root it runs as the unpriv
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -31,7 +33,7 @@ PG_MAJOR = "15"
 class PostgresServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.root = settings.state_dir / "pg"
+        self.root = _data_root(settings.state_dir, self._run_as())
         self.data = self.root / "data"
         self.log = settings.state_dir / "logs" / "postgres.log"
         self.pidfile = PidFile(settings.state_dir / "run" / "postgres.pid", str(self.data))
@@ -150,6 +152,33 @@ class PostgresServer:
             ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.settings.pg_database}"')
+
+
+def _data_root(state_dir: Path, user: str | None) -> Path:
+    """Where the data dir lives: in the state dir, unless the unprivileged user PostgreSQL
+    runs as cannot reach it (a checkout under a private home, say): then in /var/tmp."""
+    preferred = state_dir.resolve() / "pg"
+    if user is None or _traversable(preferred.parent, pwd.getpwnam(user)):
+        return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"metering-pg-{digest}"
+
+
+def _traversable(path: Path, user: pwd.struct_passwd) -> bool:
+    for folder in [path, *path.parents]:
+        try:
+            st = folder.stat()
+        except FileNotFoundError:
+            continue  # created later, by us
+        if st.st_uid == user.pw_uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == user.pw_gid:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
 
 
 def _bin(name: str, settings: Settings) -> Path:
