@@ -6,6 +6,7 @@ database cloned from a migrated template, and its own topics and consumer group.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from metering.config import PROJECT_ROOT, Settings
 from metering.db import migrate
+from metering.kafka_admin import pipeline_topics
 from metering.services import KafkaBroker, PostgresServer
 
 TEMPLATE_DB = "metering_test_template"
@@ -114,9 +117,25 @@ def isolated_settings(base_settings: Settings, database_url: str) -> Settings:
 
 
 @pytest.fixture
-def settings(base_settings: Settings, database: str, kafka: KafkaBroker) -> Settings:
-    """Settings for one test: its own database, topics and consumer group."""
-    return isolated_settings(base_settings, database)
+def settings(base_settings: Settings, database: str, kafka: KafkaBroker) -> Iterator[Settings]:
+    """Settings for one test: its own database, topics and consumer group (topics deleted
+    afterwards, so that a long-lived local broker does not collect them)."""
+    isolated = isolated_settings(base_settings, database)
+    yield isolated
+    asyncio.run(delete_topics(isolated))
+
+
+async def delete_topics(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        ours = [name for name in pipeline_topics(settings) if name in existing]
+        ours += [name for name in existing if name.startswith(f"{settings.group_id}-app-")]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
