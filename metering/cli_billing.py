@@ -26,7 +26,13 @@ from metering.cli_support import FormatOption, fail, friendly_errors
 from metering.config import get_settings
 from metering.db import billing
 from metering.events import SERVICE_TIERS
-from metering.invoice_export import ExportFormat, export_invoices, line_record, summary_name
+from metering.invoice_export import (
+    LINE_FIELDS,
+    ExportFormat,
+    export_invoices,
+    line_record,
+    summary_name,
+)
 from metering.invoicing import (
     CURRENCY_MINOR_UNITS,
     FinalizedInvoice,
@@ -399,18 +405,7 @@ def _print_invoice(header: dict[str, Any], lines: tuple[InvoiceLine, ...], fmt: 
         if name not in ("subtotal", "total"):
             typer.echo(f"{name:>14}: {value}")
     typer.echo("")
-    columns = [
-        "kind",
-        "model",
-        "token_class",
-        "service_tier",
-        "tier",
-        "long_context",
-        "quantity",
-        "unit_price_per_million",
-        "amount",
-        "adjusts_period",
-    ]
+    columns = [name for name in LINE_FIELDS if name != "line_no"]
     if rows:
         typer.echo(render(rows, columns, fmt))
     else:

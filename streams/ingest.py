@@ -195,7 +195,9 @@ async def _retrying(step: Callable[[_In], Awaitable[_Out]], arg: _In) -> _Out:
 
 
 class StartWhereTheLedgerIs(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On assignment, each partition resumes at the ledger's next offset for it."""
+    """On assignment, each partition resumes at the ledger's next offset for it, and a
+    partition the ledger has never seen starts at the beginning of the topic: Kafka's
+    committed offsets belong to the consumer group, which may have fed another database."""
 
     def __init__(self, consumer: AIOKafkaConsumer, ledger: Ledger, topic: str) -> None:
         self.consumer = consumer
@@ -209,13 +211,16 @@ class StartWhereTheLedgerIs(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             offsets = await self.ledger.next_offsets(self.topic, [tp.partition for tp in assigned])
         except psycopg.OperationalError as exc:
-            # Kafka's committed offsets are never ahead of the ledger, and the ledger skips
-            # what it already has, so starting from them is safe, only slower.
+            # Committed offsets trail this ledger's own progress (they are written after its
+            # commits), so starting from them only re-reads what the ledger will skip.
             log.warning("ledger unavailable at assignment, using committed offsets: %s", exc)
             return
+        unseen = [tp for tp in assigned if tp.partition not in offsets]
         for tp in assigned:
             if tp.partition in offsets:
                 self.consumer.seek(tp, offsets[tp.partition])
+        if unseen:
+            await self.consumer.seek_to_beginning(*unseen)
         log.info(
             "assigned %s",
             sorted(f"{tp.partition}@{offsets.get(tp.partition, '-')}" for tp in assigned),

@@ -370,3 +370,23 @@ def test_sigterm_in_the_middle_of_a_batch_stops_cleanly_and_a_restart_loses_and_
     assert set(ledger_rows_per_event(settings).values()) == {1}
     assert billed_hourly(settings) == expected_hourly([*before, *during])
     assert restarted.terminate() == 0
+
+
+def test_a_new_ledger_reads_the_topic_from_the_beginning_whatever_the_group_committed(
+    settings: Settings, start_worker: StartWorker, migrated_template: str
+) -> None:
+    seed_demo_catalog(settings)
+    sent = [message(e) for e in varied_events(60, seed=11)]
+    produce(settings, sent)
+    first = start_worker()
+    wait_until_processed(settings, first, 60)
+    assert first.terminate() == 0  # the group has committed all 60
+
+    databases = scratch_database(settings, template=migrated_template)
+    fresh = settings.model_copy(update={"database_url": next(databases)})
+    try:
+        seed_demo_catalog(fresh)
+        second = start_worker(fresh)
+        assert wait_until_processed(fresh, second, 60).accepted == 60
+    finally:
+        next(databases, None)  # drops the database
