@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -332,31 +332,30 @@ class IngestService(Service):
 def _exit_if_failed(task: asyncio.Future[BatchOutcome]) -> None:
     """A batch that fails unexpectedly stops the worker at once, uncommitted."""
     if not task.cancelled() and task.exception() is not None:
-        log.error("unexpected error in a batch: exiting uncommitted", exc_info=task.exception())
-        logging.shutdown()
-        os._exit(EXIT_ABANDONED_BATCH)
+        _exit_uncommitted("unexpected error in a batch", task.exception())
 
 
 async def finish_or_exit(task: asyncio.Future[BatchOutcome]) -> BatchOutcome:
-    """Shields a batch from cancellation; exits the process if it cannot finish.
+    """Waits for a batch, shielded from cancellation; exits if it cannot finish in time.
 
     A batch interrupted between the dead-letter publish and the commit is harmless (the
     ledger skips it on replay), but stopping half-way through the loop that drives it
     would leave Kafka offsets and the database telling different stories. Exiting hard is
-    the one way to leave an unfinished batch uncommitted everywhere.
+    the one way to leave an unfinished batch uncommitted everywhere. (A batch that fails
+    is handled by ``_exit_if_failed``, its done callback, before this wakes up.)
     """
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         try:
             await asyncio.wait_for(task, SHUTDOWN_GRACE_S)
-        except BaseException:
-            log.error("stopping mid-batch and the batch could not finish: exiting uncommitted")
-            logging.shutdown()
-            os._exit(EXIT_ABANDONED_BATCH)
+        except TimeoutError:
+            _exit_uncommitted("stopping mid-batch and the batch could not finish")
         log.info("finished the current batch before stopping")
         raise
-    except BaseException:
-        log.exception("unexpected error in a batch: exiting uncommitted, restart to resume")
-        logging.shutdown()
-        os._exit(EXIT_ABANDONED_BATCH)
+
+
+def _exit_uncommitted(reason: str, error: BaseException | None = None) -> NoReturn:
+    log.error("%s: exiting uncommitted, restart to resume", reason, exc_info=error)
+    logging.shutdown()
+    os._exit(EXIT_ABANDONED_BATCH)
