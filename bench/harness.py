@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import make_url
 
 from metering.config import PROJECT_ROOT, Settings
 from metering.db import catalog, migrate
 from metering.reconcile import read_progress
+from metering.services.process import free_port
 from metering.traffic import DEMO_MODELS, demo_tenants
 
 POLL_S = 0.05
@@ -57,12 +56,6 @@ def scratch_database(settings: Settings, tenants: int) -> Iterator[Settings]:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def fresh_topics(settings: Settings, label: str) -> Settings:
     """Settings with topics and a consumer group of their own (and a free web port)."""
     suffix = f"{label}.{uuid.uuid4().hex[:8]}"
@@ -78,55 +71,9 @@ def fresh_topics(settings: Settings, label: str) -> Settings:
     )
 
 
-def topics_of(settings: Settings) -> list[str]:
-    """Every topic a worker with these settings uses, its Faust app's own included."""
-    return [
-        settings.topic_usage,
-        settings.topic_dlq,
-        settings.topic_quota_state,
-        settings.topic_quota_alerts,
-        f"{settings.group_id}-app-__assignor-__leader",
-    ]
-
-
-async def delete_topics(settings: Settings, names: Sequence[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = [name for name in names if name in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
-
-
 def processed(conn: psycopg.Connection, topic: str) -> int:
     """Records of ``topic`` the ledger has committed: accepted, duplicate, conflict or rejected."""
     return read_progress(conn, topic).processed
-
-
-CHILD_SETTINGS = (
-    "kafka_bootstrap",
-    "database_url",
-    "topic_usage",
-    "topic_dlq",
-    "group_id",
-    "worker_web_port",
-    "batch_size",
-    "batch_window_s",
-    "topic_partitions",
-    "session_timeout_s",
-    "topic_quota_state",
-    "topic_quota_alerts",
-)
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    """The environment a `metering` child process needs to use these settings."""
-    env = dict(os.environ)
-    env.update({f"METERING_{n.upper()}": str(getattr(settings, n)) for n in CHILD_SETTINGS})
-    return env
 
 
 def metering(*args: str) -> list[str]:
@@ -144,7 +91,7 @@ class Worker:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             metering("worker"),
-            env=child_env(settings),
+            env=settings.child_env(),
             cwd=PROJECT_ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from bench.harness import child_env, dsn, metering
+from bench.harness import dsn, metering
 from bench.report import Case, Figure, Target
 from metering.config import PROJECT_ROOT, Settings
 from metering.traffic import DEMO_MODELS, demo_tenants
@@ -60,7 +60,7 @@ def run_metering(settings: Settings, *args: str) -> tuple[subprocess.CompletedPr
     started = time.perf_counter()
     done = subprocess.run(
         metering(*args),
-        env=child_env(settings),
+        env=settings.child_env(),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

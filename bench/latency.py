@@ -32,7 +32,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.drain import Say
-from bench.harness import POLL_S, child_env, dsn, percentile, running_worker
+from bench.harness import POLL_S, dsn, percentile, running_worker
 from bench.report import Case, Figure, Target
 from metering.config import PROJECT_ROOT, Settings
 from metering.kafka_admin import ensure_topics, partitions_of
@@ -131,7 +131,7 @@ def latency_case(
             await ready.wait()
             producer = await asyncio.create_subprocess_exec(
                 *(sys.executable, "-m", "bench.sender", str(events), str(rate), "7"),
-                env=child_env(settings),
+                env=settings.child_env(),
                 cwd=PROJECT_ROOT,
                 stdout=produce_log,
                 stderr=subprocess.STDOUT,

@@ -28,22 +28,19 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.harness import (
-    delete_topics,
     dsn,
-    free_port,
     fresh_topics,
     percentile,
     running_worker,
     scratch_database,
-    topics_of,
 )
 from bench.report import Case, Figure, Target
 from metering.config import Settings
 from metering.db import catalog, quota_store
-from metering.kafka_admin import ensure_topics
+from metering.kafka_admin import delete_topics, ensure_topics, worker_topics
 from metering.producer import produce
 from metering.quotas import Limit, LimitKind
-from metering.services.process import port_is_busy
+from metering.services.process import free_port, port_is_busy
 from metering.traffic import TrafficPlan, TrafficSpec
 
 LIMIT = 10_000
@@ -173,7 +170,7 @@ def run_quota_case(
                 url = f"http://127.0.0.1:{run.worker_web_port}/v1/quota/{trial_tenants[0]}"
                 answers = asyncio.run(_latencies(url, rps, seconds))
         finally:
-            asyncio.run(delete_topics(run, topics_of(run)))
+            asyncio.run(delete_topics(run, worker_topics(run)))
     say("quota: the HTTP floor at the same rate")
     floor = _http_floor(rps, seconds)
     ms = 1000.0

@@ -14,10 +14,11 @@ from typing import Any, TypeVar
 import orjson
 
 from bench import drain, invoice_close, latency, memory, quota, storage
-from bench.harness import delete_topics, fresh_topics, scratch_database, topics_of
+from bench.harness import fresh_topics, scratch_database
 from bench.machine import machine_facts
 from bench.report import Case
 from metering.config import PROJECT_ROOT, Settings
+from metering.kafka_admin import delete_topics, worker_topics
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 QUOTA_FALLBACK_RATE = 2_500  # background load for the quota case if the drain failed
@@ -134,7 +135,9 @@ def run_bench(
                 ),
             )
         finally:
-            asyncio.run(delete_topics(settings, topics_of(on_drain) + topics_of(on_latency)))
+            asyncio.run(
+                delete_topics(settings, worker_topics(on_drain) + worker_topics(on_latency))
+            )
     load = (drain_rate or QUOTA_FALLBACK_RATE * 2) / 2
     show.phase(f"quota: block delay under {load:,.0f} events/s, endpoint at {config.quota_rps}/s")
     results.attempt(

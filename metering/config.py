@@ -6,6 +6,7 @@ Add new ones; never rename.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -79,6 +80,21 @@ class Settings(BaseSettings):
                 f"postgresql+psycopg://{self.pg_user}@127.0.0.1:{self.pg_port}/{self.pg_database}"
             )
         return self
+
+    @property
+    def faust_app_id(self) -> str:
+        """Faust's own app id and consumer group; ingest consumes as ``group_id``."""
+        return f"{self.group_id}-app"
+
+    def child_env(self) -> dict[str, str]:
+        """This process's environment with every setting made explicit, for a child
+        `metering` process (a worker, a command) that must use exactly these settings."""
+        env = dict(os.environ)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None:
+                env[f"METERING_{name.upper()}"] = str(value)
+        return env
 
     @property
     def psycopg_dsn(self) -> str:

@@ -35,6 +35,24 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
+def worker_topics(settings: Settings) -> list[str]:
+    """Every topic a worker with these settings uses, its Faust app's own included."""
+    return [*pipeline_topics(settings), f"{settings.faust_app_id}-__assignor-__leader"]
+
+
+async def delete_topics(settings: Settings, names: Iterable[str]) -> None:
+    """Deletes those of the topics that exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [name for name in names if name in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> None:
     """Creates the pipeline's topics if they are missing; leaves existing ones alone."""
     configs = pipeline_topics(settings)

@@ -9,7 +9,7 @@ from metering.config import Settings
 
 def create_app(settings: Settings) -> faust.App:
     app = faust.App(
-        f"{settings.group_id}-app",  # Faust's own group; ingest consumes as group_id
+        settings.faust_app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         store="memory://",
         autodiscover=False,

@@ -7,9 +7,7 @@ database cloned from a migrated template, and its own topics and consumer group.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,12 +17,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from metering.config import PROJECT_ROOT, Settings
 from metering.db import migrate
-from metering.kafka_admin import pipeline_topics
+from metering.kafka_admin import delete_topics, worker_topics
 from metering.services import KafkaBroker, PostgresServer
+from metering.services.process import free_port
 
 TEMPLATE_DB = "metering_test_template"
 
@@ -93,12 +91,6 @@ def scratch_database(settings: Settings, template: str) -> Iterator[str]:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def isolated_settings(base_settings: Settings, database_url: str) -> Settings:
     """Settings with their own database, topics, consumer group and web port."""
     suffix = uuid.uuid4().hex[:10]
@@ -122,41 +114,7 @@ def settings(base_settings: Settings, database: str, kafka: KafkaBroker) -> Iter
     afterwards, so that a long-lived local broker does not collect them)."""
     isolated = isolated_settings(base_settings, database)
     yield isolated
-    asyncio.run(delete_topics(isolated))
-
-
-async def delete_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        ours = [name for name in pipeline_topics(settings) if name in existing]
-        ours += [name for name in existing if name.startswith(f"{settings.group_id}-app-")]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment a child `metering` process needs to use these settings."""
-    env = dict(os.environ)
-    for name in (
-        "kafka_bootstrap",
-        "database_url",
-        "topic_usage",
-        "topic_dlq",
-        "topic_quota_state",
-        "topic_quota_alerts",
-        "quota_api_token",
-        "group_id",
-        "worker_web_port",
-        "batch_size",
-        "batch_window_s",
-        "topic_partitions",
-    ):
-        env[f"METERING_{name.upper()}"] = str(getattr(settings, name))
-    return env
+    asyncio.run(delete_topics(isolated, worker_topics(isolated)))
 
 
 class WorkerProcess:
@@ -167,7 +125,7 @@ class WorkerProcess:
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "metering.cli", "worker"],
-            env=settings_env(settings),
+            env=settings.child_env(),
             cwd=PROJECT_ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -32,6 +32,13 @@ def port_is_busy(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def require_free_port(port: int, what: str, env_var: str) -> None:
     if port_is_busy(port):
         raise ServiceError(

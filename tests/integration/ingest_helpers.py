@@ -22,7 +22,7 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from conftest import WorkerProcess, settings_env
+from conftest import WorkerProcess
 
 from metering.config import PROJECT_ROOT, Settings
 from metering.db import catalog
@@ -278,7 +278,7 @@ def metering(settings: Settings, *args: str, timeout_s: float = 60) -> subproces
     """Runs ``metering ARGS`` as a user would, against the test's database and topics."""
     return subprocess.run(
         [sys.executable, "-m", "metering.cli", *args],
-        env=settings_env(settings),
+        env=settings.child_env(),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

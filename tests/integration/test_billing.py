@@ -20,7 +20,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import settings_env
 
 from metering.config import PROJECT_ROOT, Settings
 from metering.db import billing, catalog, migrate
@@ -100,7 +99,7 @@ def metering(settings: Settings, *args: str, **env: str) -> subprocess.Completed
     """Runs ``metering ARGS`` as a user would, against the test's database."""
     return subprocess.run(
         [sys.executable, "-m", "metering.cli", *args],
-        env={**settings_env(settings), **LATE_ENV, **env},
+        env={**settings.child_env(), **LATE_ENV, **env},
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
