@@ -27,6 +27,7 @@ from conftest import WorkerProcess
 from metering.config import PROJECT_ROOT, Settings
 from metering.db import catalog
 from metering.kafka_admin import ensure_topics
+from metering.reconcile import Progress, read_progress
 
 TOKEN_COLUMNS = (
     "input_tokens",
@@ -201,29 +202,10 @@ def headers(record: ConsumerRecord) -> dict[str, bytes]:
 # --- the ledger ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
-    accepted: int
-    duplicates: int
-    conflicts: int
-    rejected: int
-
-    @property
-    def processed(self) -> int:
-        return self.accepted + self.duplicates + self.conflicts + self.rejected
-
-
 def progress(settings: Settings) -> Progress:
     """The ledger's counters for the test's usage topic, summed over partitions."""
     with psycopg.connect(settings.psycopg_dsn) as conn:
-        row = conn.execute(
-            "SELECT coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0),"
-            " coalesce(sum(conflicts), 0), coalesce(sum(rejected), 0)"
-            " FROM ingest_progress WHERE topic = %s",
-            (settings.topic_usage,),
-        ).fetchone()
-    assert row is not None
-    return Progress(*(int(x) for x in row))
+        return read_progress(conn, settings.topic_usage)
 
 
 def wait_until_processed(

@@ -15,7 +15,7 @@ from metering.config import Settings
 from metering.db import catalog
 from metering.kafka_admin import ensure_topics
 from metering.producer import produce
-from metering.reconcile import reconcile
+from metering.reconcile import read_progress, reconcile
 from metering.services import KafkaBroker, PostgresServer
 from metering.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants
 
@@ -54,13 +54,9 @@ def processed(settings: Settings) -> int:
     """Records the ledger has committed; 0 while the database is unreachable."""
     try:
         with psycopg.connect(settings.psycopg_dsn, connect_timeout=2) as conn:
-            row = conn.execute(
-                "SELECT coalesce(sum(accepted + duplicates + conflicts + rejected), 0)"
-                " FROM ingest_progress"
-            ).fetchone()
+            return read_progress(conn, settings.topic_usage).processed
     except psycopg.OperationalError:
         return 0
-    return int(row[0]) if row else 0
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
