@@ -53,10 +53,9 @@ async def delete_topics(settings: Settings, names: Iterable[str]) -> None:
         await admin.close()
 
 
-async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> None:
+async def ensure_topics(settings: Settings) -> None:
     """Creates the pipeline's topics if they are missing; leaves existing ones alone."""
     configs = pipeline_topics(settings)
-    wanted = list(names) if names is not None else list(configs)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
@@ -66,9 +65,9 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
                 name,
                 settings.topic_partitions,
                 settings.replication_factor,
-                topic_configs=configs.get(name, {}),
+                topic_configs=config,
             )
-            for name in wanted
+            for name, config in configs.items()
             if name not in existing
         ]
         if missing:
