@@ -176,7 +176,9 @@ class QuotaService(Service):
             conn, self._states_seen_at
         )
         for state in changed:
-            self.states[state.tenant_id] = state
+            known = self.states.get(state.tenant_id)
+            if known is None or state.revision >= known.revision:
+                self.states[state.tenant_id] = state
 
     def _load_prices(self) -> PriceBook:
         with psycopg.connect(self.settings.psycopg_dsn) as conn:

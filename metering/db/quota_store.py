@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -233,14 +233,21 @@ async def mark_published(conn: psycopg.AsyncConnection, effects: QuotaEffects) -
             )
 
 
+# A state row is stamped when written but becomes visible when its batch commits, so a
+# row can appear later than rows stamped after it; reading back this far catches it.
+STATE_VISIBILITY_LAG = timedelta(seconds=30)
+
+
 async def states_changed_since(
     conn: psycopg.AsyncConnection, since: datetime | None
 ) -> tuple[list[TenantQuotaState], datetime | None]:
-    """States updated after ``since``, and the newest update time seen (for the next call)."""
+    """States updated after ``since`` (less the visibility lag), and the newest update time
+    seen, for the next call. The caller keeps the highest ``revision`` of each tenant."""
     cursor = await conn.execute(
         "SELECT state::text, updated_at FROM quota_state"
-        " WHERE %s::timestamptz IS NULL OR updated_at >= %s ORDER BY updated_at",
-        (since, since),
+        " WHERE %(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz - %(lag)s"
+        " ORDER BY updated_at",
+        {"since": since, "lag": STATE_VISIBILITY_LAG},
     )
     rows = await cursor.fetchall()
     newest = rows[-1][1] if rows else since
