@@ -23,11 +23,13 @@ import orjson
 class Reason(StrEnum):
     """Why a message was rejected; the value is what the dead-letter topic carries."""
 
+    NULL_VALUE = "null_value"
     OVERSIZED = "oversized"
     NOT_JSON = "not_json"
     NOT_AN_OBJECT = "not_an_object"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
+    NUL_CHARACTER = "nul_character"
     INVALID_EVENT_ID = "invalid_event_id"
     INVALID_TENANT_ID = "invalid_tenant_id"
     INVALID_MODEL = "invalid_model"
@@ -44,6 +46,9 @@ class Reason(StrEnum):
     INVALID_ATTRIBUTES = "invalid_attributes"
     UNKNOWN_TENANT = "unknown_tenant"
     UNKNOWN_MODEL = "unknown_model"
+    # Decided after parsing, by the price book and by the database (see streams/ingest.py).
+    UNPRICED = "unpriced"
+    UNSTORABLE = "unstorable"
 
 
 REASONS: Final[tuple[str, ...]] = tuple(reason.value for reason in Reason)
@@ -72,6 +77,9 @@ _RFC3339_SHAPE: Final = re.compile(
     r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"  # time-offset, required
 )
 _SHOWN_VALUE_MAX_CHARS: Final = 80
+# The one character that valid UTF-8 JSON can carry and PostgreSQL text and jsonb cannot
+# (orjson already refuses invalid UTF-8 and lone surrogates).
+_UNSTORABLE_CHARACTER: Final = "\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +137,9 @@ class Rejection:
 
     reason: str  # one of REASONS
     detail: str  # names the field and the value, for the person who has to fix the producer
-    event_id: str | None = None  # as sent, when it is a string
-    tenant_id: str | None = None  # as sent, when it is a string
-    model: str | None = None  # as sent, when it is a string
+    event_id: str | None = None  # as sent, when it is a string that can be stored
+    tenant_id: str | None = None  # as sent, when it is a string that can be stored
+    model: str | None = None  # as sent, when it is a string that can be stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +162,7 @@ _DEFAULT_POLICY: Final = ValidationPolicy()
 
 
 def parse_event(
-    raw: bytes,
+    raw: bytes | None,
     *,
     catalog: Catalog,
     now: datetime,
@@ -164,8 +172,13 @@ def parse_event(
 
     ``now`` is the receiver's clock, timezone-aware. Checks run in a fixed order and the first
     failure is reported: size, JSON, fields in schema order, then the catalog, so that a
-    malformed event is reported as malformed rather than as unknown.
+    malformed event is reported as malformed rather than as unknown. ``raw`` is ``None`` for
+    a record without a value (a tombstone).
     """
+    if raw is None:
+        return Rejection(
+            Reason.NULL_VALUE, "the record has no value (a tombstone); send one JSON event object"
+        )
     if len(raw) > policy.max_message_bytes:
         return Rejection(
             Reason.OVERSIZED,
@@ -182,16 +195,18 @@ def parse_event(
     try:
         return _event_from(document, catalog, now, policy)
     except _Invalid as exc:
-        event_id = document.get("event_id")
-        tenant_id = document.get("tenant_id")
-        model = document.get("model")
         return Rejection(
             exc.reason,
             exc.detail,
-            event_id=event_id if type(event_id) is str else None,
-            tenant_id=tenant_id if type(tenant_id) is str else None,
-            model=model if type(model) is str else None,
+            event_id=_as_sent(document.get("event_id")),
+            tenant_id=_as_sent(document.get("tenant_id")),
+            model=_as_sent(document.get("model")),
         )
+
+
+def _as_sent(value: Any) -> str | None:
+    """A rejected field's value for the rejection record: a string that can be stored."""
+    return value if type(value) is str and _UNSTORABLE_CHARACTER not in value else None
 
 
 def event_to_json(event: UsageEvent) -> bytes:
@@ -282,8 +297,18 @@ def _expect(name: str, value: Any, expected_type: type, expected: str) -> None:
         )
 
 
+def _expect_text(name: str, value: Any) -> None:
+    """A string that PostgreSQL can store: of type string, without a NUL character."""
+    _expect(name, value, str, "a string")
+    if _UNSTORABLE_CHARACTER in value:
+        raise _Invalid(
+            Reason.NUL_CHARACTER,
+            f"{name} {_show(value)} contains a NUL character (\\u0000), which cannot be stored",
+        )
+
+
 def _event_id(value: Any) -> uuid.UUID:
-    _expect("event_id", value, str, "a string")
+    _expect_text("event_id", value)
     if _UUID_SHAPE.fullmatch(value) is None:
         raise _Invalid(
             Reason.INVALID_EVENT_ID,
@@ -293,7 +318,7 @@ def _event_id(value: Any) -> uuid.UUID:
 
 
 def _tenant_id(value: Any) -> str:
-    _expect("tenant_id", value, str, "a string")
+    _expect_text("tenant_id", value)
     if _TENANT_ID_SHAPE.fullmatch(value) is None:
         raise _Invalid(
             Reason.INVALID_TENANT_ID,
@@ -304,7 +329,7 @@ def _tenant_id(value: Any) -> str:
 
 
 def _model(value: Any) -> str:
-    _expect("model", value, str, "a string")
+    _expect_text("model", value)
     if not 0 < len(value) <= MODEL_MAX_CHARS:
         raise _Invalid(
             Reason.INVALID_MODEL,
@@ -315,7 +340,7 @@ def _model(value: Any) -> str:
 
 
 def _occurred_at(value: Any, now: datetime, policy: ValidationPolicy) -> datetime:
-    _expect("occurred_at", value, str, "a string")
+    _expect_text("occurred_at", value)
     if _RFC3339_SHAPE.fullmatch(value) is None:
         raise _Invalid(
             Reason.INVALID_TIMESTAMP,
@@ -393,7 +418,7 @@ def _token_count(usage: dict[str, Any], name: str, max_tokens: int) -> int:
 def _service_tier(value: Any) -> str:
     if value is None:
         return "standard"
-    _expect("service_tier", value, str, "a string")
+    _expect_text("service_tier", value)
     if value not in SERVICE_TIERS:
         raise _Invalid(
             Reason.INVALID_SERVICE_TIER,
@@ -405,7 +430,7 @@ def _service_tier(value: Any) -> str:
 def _optional_text(name: str, value: Any) -> str | None:
     if value is None:
         return None
-    _expect(name, value, str, "a string")
+    _expect_text(name, value)
     if len(value) > TEXT_MAX_CHARS:
         raise _Invalid(
             Reason.FIELD_TOO_LONG,
@@ -424,6 +449,7 @@ def _attributes(value: Any) -> dict[str, str]:
             f"attributes has {len(value)} entries; at most {ATTRIBUTES_MAX_ENTRIES} are allowed",
         )
     for key, item in value.items():
+        _expect_text("attributes key", key)
         if len(key) > ATTRIBUTE_KEY_MAX_CHARS:
             raise _Invalid(
                 Reason.INVALID_ATTRIBUTES,
@@ -435,6 +461,7 @@ def _attributes(value: Any) -> dict[str, str]:
                 Reason.INVALID_ATTRIBUTES,
                 f"attributes[{_show(key)}] must be a string, got {_json_type(item)} {_show(item)}",
             )
+        _expect_text(f"attributes[{_show(key)}]", item)
         if len(item) > ATTRIBUTE_VALUE_MAX_CHARS:
             raise _Invalid(
                 Reason.INVALID_ATTRIBUTES,

@@ -44,6 +44,7 @@ from typing import Final
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from metering.config import PROJECT_ROOT
 from metering.events import SERVICE_TIERS
 from metering.pricing import TOKEN_CLASSES, PriceBook, PriceBookError, PriceEntry
 
@@ -80,6 +81,10 @@ class PriceFileError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+LIST_PRICES: Final = PROJECT_ROOT / "prices" / "list-prices.yaml"
+"""The platform's list prices, which price every model of the demo catalog."""
 
 
 def load_price_file(path: str | Path) -> list[PriceEntry]:

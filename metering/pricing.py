@@ -38,7 +38,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, NoReturn, Protocol
 
-from metering.events import MODEL_MAX_CHARS, SERVICE_TIERS
+from metering.events import MODEL_MAX_CHARS, SERVICE_TIERS, Reason, Rejection, UsageEvent
 
 MILLION: Final = 1_000_000
 """Prices are quoted per million tokens."""
@@ -444,6 +444,23 @@ class PriceBook:
                 ),
             )
         )
+
+
+def check_priced(book: PriceBook, event: UsageEvent) -> UsageEvent | Rejection:
+    """An event is billable only if a price covers its model and service tier at its
+    ``occurred_at`` (every priced model prices input and output, so every token class is
+    then covered); otherwise it is rejected as ``unpriced``, to be replayed once a price is
+    imported, rather than accepted into a bill that cannot be built."""
+    if book.find(event.model, event.service_tier, event.occurred_at) is not None:
+        return event
+    return Rejection(
+        Reason.UNPRICED,
+        f"no {event.service_tier} price for {event.model} at {_show_time(event.occurred_at)}:"
+        " import one (metering prices import FILE), then metering dlq replay --reason unpriced",
+        event_id=str(event.event_id),
+        tenant_id=event.tenant_id,
+        model=event.model,
+    )
 
 
 def rate(book: PriceBook, usage: Iterable[RatableUsage], currency: str) -> tuple[Charge, ...]:

@@ -12,9 +12,14 @@ assigned to this worker starts where the ledger says. Kafka's committed offsets 
 written after each commit for monitoring tools, but correctness never depends on them.
 
 Failure policy (billing prefers stopping to guessing): a batch is retried until it
-commits; transient PostgreSQL or Kafka errors are retried with back-off. On SIGTERM the
+commits; transient PostgreSQL or Kafka errors are retried with back-off. No record can
+hold the batch up for ever: validation rejects what PostgreSQL cannot store, and if the
+database still refuses the batch because of what a record holds (a data or integrity
+error), the records it refuses are found by bisection in rolled-back trial transactions
+and dead-lettered as ``unstorable`` with the error, and the rest is written. On SIGTERM the
 current batch finishes and commits. If it cannot finish within a grace period, or fails
-with an unexpected error, the process exits and the batch is processed again on restart.
+with an error no record is to blame for, the process exits and the batch is processed
+again on restart.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
@@ -37,21 +42,25 @@ from mode import Service
 from metering.config import Settings
 from metering.db import quota_store
 from metering.db.catalog import CatalogCache
-from metering.db.ledger import BatchOutcome, Ledger, SourceRecord
+from metering.db.ledger import RECORD_ERRORS, BatchOutcome, Ledger, LedgerBatch, SourceRecord
 from metering.db.quota_store import QuotaEffects
-from metering.events import Rejection, UsageEvent, parse_event
+from metering.events import Reason, Rejection, UsageEvent, parse_event
+from metering.pricing import check_priced
 from streams.quota import QuotaPublisher, QuotaRules, billing_period
 
 log = logging.getLogger("metering.ingest")
 
-CATALOG_REASONS = frozenset({"unknown_tenant", "unknown_model"})
+CATALOG_REASONS = frozenset({Reason.UNKNOWN_TENANT, Reason.UNKNOWN_MODEL})
 SHUTDOWN_GRACE_S = 20.0
 EXIT_ABANDONED_BATCH = 75  # EX_TEMPFAIL: restart me, nothing was committed
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
-Classified = tuple[list[tuple[SourceRecord, UsageEvent]], list[tuple[SourceRecord, Rejection]]]
+Accepted = list[tuple[SourceRecord, UsageEvent]]
+Classified = tuple[Accepted, list[tuple[SourceRecord, Rejection]]]
+RecordKey = tuple[str, int, int]
+Refused = tuple[tuple[SourceRecord, UsageEvent], str]  # an event and the database's error
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,23 +71,46 @@ class Written:
     quota: QuotaEffects
 
 
+def _key(record: SourceRecord) -> RecordKey:
+    return (record.topic, record.partition, record.offset)
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """A fetched batch, every record already classified (the CPU-heavy part)."""
+    """A fetched batch, every record already classified (the CPU-heavy part).
+
+    ``dead_lettered`` holds the records whose dead letters the broker has acknowledged, so
+    that writing the batch again (after a record turned out to be unstorable) does not
+    publish them twice."""
 
     records: Sequence[SourceRecord]
-    results: dict[tuple[str, int, int], UsageEvent | Rejection]
+    results: dict[RecordKey, UsageEvent | Rejection]
+    dead_lettered: set[RecordKey] = field(default_factory=set)
 
     def split(self, fresh: Sequence[SourceRecord]) -> Classified:
-        accepted: list[tuple[SourceRecord, UsageEvent]] = []
+        accepted: Accepted = []
         rejected: list[tuple[SourceRecord, Rejection]] = []
         for record in fresh:
-            result = self.results[(record.topic, record.partition, record.offset)]
+            result = self.results[_key(record)]
             if isinstance(result, Rejection):
                 rejected.append((record, result))
             else:
                 accepted.append((record, result))
         return accepted, rejected
+
+    def refused(self, found: Sequence[Refused]) -> PreparedBatch:
+        """This batch with the events the database refused turned into ``unstorable``
+        rejections that carry its error."""
+        results = dict(self.results)
+        for (record, event), error in found:
+            results[_key(record)] = Rejection(
+                Reason.UNSTORABLE,
+                f"the database refused the event: {error}",
+                event_id=str(event.event_id),
+                tenant_id=event.tenant_id,
+                model=event.model,
+            )
+        return replace(self, results=results)
 
 
 class Ingest:
@@ -103,50 +135,109 @@ class Ingest:
 
     async def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
         results = await _retrying(self._classify, records)
-        keys = [(r.topic, r.partition, r.offset) for r in records]
-        return PreparedBatch(records, dict(zip(keys, results, strict=True)))
+        return PreparedBatch(records, dict(zip(map(_key, records), results, strict=True)))
 
-    async def write(self, batch: PreparedBatch) -> Written:
-        """Writes a batch until it is committed, retrying transient failures."""
-        return await _retrying(self._write_once, batch)
+    async def write(self, prepared: PreparedBatch) -> Written:
+        """Writes a batch until it is committed, retrying transient failures; events the
+        database refuses are dead-lettered as ``unstorable`` and the rest written."""
+        while True:
+            try:
+                return await _retrying(self._write_once, prepared)
+            except RECORD_ERRORS:
+                found = await _retrying(self._find_unstorable, prepared)
+                if not found:  # no one record is to blame: stop rather than guess
+                    raise
+                for (record, event), error in found:
+                    log.warning(
+                        "unstorable %s[%d]@%d tenant=%s event_id=%s: %s",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        event.tenant_id,
+                        event.event_id,
+                        error,
+                    )
+                prepared = prepared.refused(found)
 
     async def _write_once(self, prepared: PreparedBatch) -> Written:
         async with await self.ledger.batch(prepared.records) as batch:
             accepted, rejected = prepared.split(batch.fresh)
             # Dead letters travel while the ledger rows are written; both are done before
             # the commit, so a dead letter is published at least once.
-            delivered = await self._publish_dead_letters(rejected)
+            pending = [x for x in rejected if _key(x[0]) not in prepared.dead_lettered]
+            delivered = await self._publish_dead_letters(pending)
             try:
-                outcome = await batch.write(accepted, rejected)
-                effects = await quota_store.apply(
-                    batch.connection,
-                    self.rules.limits,
-                    self.rules.usages(batch.inserted_events),
-                    datetime.now(UTC),
-                    billing_period,
-                )
+                written = await self._store(batch, accepted, rejected)
             finally:
                 await delivered
+                prepared.dead_lettered.update(_key(record) for record, _ in pending)
+        return written
+
+    async def _store(
+        self, batch: LedgerBatch, accepted: Accepted, rejected: list[tuple[SourceRecord, Rejection]]
+    ) -> Written:
+        """Everything a batch writes in its transaction: ledger rows, aggregates, quotas."""
+        outcome = await batch.write(accepted, rejected)
+        effects = await quota_store.apply(
+            batch.connection,
+            self.rules.limits,
+            self.rules.usages(batch.inserted_events),
+            datetime.now(UTC),
+            billing_period,
+        )
         return Written(outcome, effects)
+
+    async def _find_unstorable(self, prepared: PreparedBatch) -> list[Refused]:
+        """The batch's events that the database refuses, each with its error, found by
+        writing halves of the batch in trial transactions that are always rolled back."""
+
+        async def refusal(part: Accepted) -> str | None:
+            keys = {_key(record) for record, _ in part}
+            try:
+                async with await self.ledger.batch(prepared.records, trial=True) as trial:
+                    accepted, _ = prepared.split(trial.fresh)
+                    await self._store(trial, [x for x in accepted if _key(x[0]) in keys], [])
+            except RECORD_ERRORS as exc:
+                return _error_text(exc)
+            return None
+
+        results = prepared.results
+        events = [(r, x) for r in prepared.records if isinstance(x := results[_key(r)], UsageEvent)]
+        return await bisect_refused(events, refusal)
 
     async def _classify(self, records: Sequence[SourceRecord]) -> list[UsageEvent | Rejection]:
         now = datetime.now(UTC)
         await self.catalog.load()
         results = [self._parse(r.value, now) for r in records]
-        unknown = [x for x in results if isinstance(x, Rejection) and x.reason in CATALOG_REASONS]
-        # Something unknown: the catalog may have grown since we last looked.
-        if unknown and await self.catalog.learn(
-            tenants={x.tenant_id for x in unknown if x.tenant_id},
-            models={x.model for x in unknown if x.model},
-        ):
+        # Something unknown or unpriced: the catalogs or the prices may have changed since.
+        if await self._learn_from(results):
             results = [
                 self._parse(r.value, now) if isinstance(x, Rejection) else x
                 for r, x in zip(records, results, strict=True)
             ]
         return results
 
-    def _parse(self, raw: bytes, now: datetime) -> UsageEvent | Rejection:
-        return parse_event(raw, catalog=self.catalog.catalog, now=now, policy=self.policy)
+    async def _learn_from(self, results: list[UsageEvent | Rejection]) -> bool:
+        """Asks the database about what the rejections name; whether anything was new."""
+        rejections = [x for x in results if isinstance(x, Rejection)]
+        unknown = [x for x in rejections if x.reason in CATALOG_REASONS]
+        learned = bool(unknown) and await self.catalog.learn(
+            tenants={x.tenant_id for x in unknown if x.tenant_id},
+            models={x.model for x in unknown if x.model},
+        )
+        # A model just added to the catalog may just have been priced too.
+        if (learned or any(x.reason == Reason.UNPRICED for x in rejections)) and (
+            await self.catalog.learn_prices()
+        ):
+            self.rules.prices = self.catalog.prices  # spend estimates use the new prices too
+            learned = True
+        return learned
+
+    def _parse(self, raw: bytes | None, now: datetime) -> UsageEvent | Rejection:
+        result = parse_event(raw, catalog=self.catalog.catalog, now=now, policy=self.policy)
+        if isinstance(result, Rejection):
+            return result
+        return check_priced(self.catalog.prices, result)
 
     async def _publish_dead_letters(
         self, rejected: list[tuple[SourceRecord, Rejection]]
@@ -180,12 +271,42 @@ class Ingest:
         return asyncio.gather(*pending)
 
 
+_T = TypeVar("_T")
+
+
+async def bisect_refused(
+    items: Sequence[_T], refusal: Callable[[list[_T]], Awaitable[str | None]]
+) -> list[tuple[_T, str]]:
+    """The items that ``refusal`` refuses on their own, each with its reason: halves of a
+    refused set are tried in turn, so k bad items among n cost about 2k·log2(n) trials.
+    Items refused only together with others are not singled out."""
+    reason = await refusal(list(items))
+    if reason is None:
+        return []
+    if len(items) == 1:
+        return [(items[0], reason)]
+    middle = len(items) // 2
+    return [
+        *await bisect_refused(items[:middle], refusal),
+        *await bisect_refused(items[middle:], refusal),
+    ]
+
+
+def _error_text(error: BaseException) -> str:
+    """The database's one-line message, storable as text."""
+    lines = str(error).splitlines() or [type(error).__name__]
+    return lines[0].replace("\x00", "")
+
+
 async def _retrying(step: Callable[[_In], Awaitable[_Out]], arg: _In) -> _Out:
-    """Runs a step until it succeeds, backing off while PostgreSQL or Kafka is away."""
+    """Runs a step until it succeeds, backing off while PostgreSQL or Kafka is away.
+    An error caused by a record's content (``RECORD_ERRORS``) is raised at once."""
     delay = 0.2
     while True:
         try:
             return await step(arg)
+        except RECORD_ERRORS:
+            raise
         except (psycopg.OperationalError, psycopg.errors.TransactionRollback) as exc:
             log.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
         except KafkaError as exc:

@@ -96,13 +96,23 @@ def _entry_values(entry: PriceEntry) -> tuple[Any, ...]:
     )
 
 
+PRICE_ENTRIES_QUERY: Final = f"SELECT {_PRICE_COLUMNS} FROM price_entries ORDER BY entry_id"
+PRICE_BOOK_VERSION_QUERY: Final = "SELECT count(*), max(imported_at) FROM price_entries"
+"""Changes whenever an import adds or changes an entry (each sets ``imported_at``)."""
+
+
 def load_price_entries(conn: psycopg.Connection) -> list[PriceEntry]:
-    rows = conn.execute(f"SELECT {_PRICE_COLUMNS} FROM price_entries ORDER BY entry_id")
-    return [_entry(row) for row in rows]
+    return [_entry(row) for row in conn.execute(PRICE_ENTRIES_QUERY)]
 
 
 def load_price_book(conn: psycopg.Connection) -> PriceBook:
     return PriceBook(load_price_entries(conn))
+
+
+async def load_price_book_async(conn: psycopg.AsyncConnection) -> PriceBook:
+    """``load_price_book`` for the worker's connections."""
+    cursor = await conn.execute(PRICE_ENTRIES_QUERY)
+    return PriceBook([_entry(row) for row in await cursor.fetchall()])
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 import psycopg
 
+from metering.db.billing import PRICE_BOOK_VERSION_QUERY, load_price_book_async
 from metering.db.connection import Reconnecting
 from metering.events import Catalog
+from metering.pricing import PriceBook
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +65,20 @@ def list_models(conn: psycopg.Connection) -> list[ModelRow]:
 
 
 class CatalogCache:
-    """The worker's view of the catalogs.
+    """The worker's view of the catalogs and the price book.
 
     Loaded in full once; afterwards, a batch naming a tenant or model the cache does not
     know asks the database about just those ids, so an id added with `metering tenants
     add` or `metering models add` is known to the very next batch, and a flood of events
-    for an unknown model costs one indexed lookup per batch, not one per event.
+    for an unknown model costs one indexed lookup per batch, not one per event. Likewise a
+    batch with usage that no cached price covers reloads the price book if an import
+    changed it since, so prices imported before a `dlq replay` are seen by the replay.
     """
 
     def __init__(self, dsn: str) -> None:
         self.catalog = Catalog(tenants=frozenset(), models=frozenset())
+        self.prices = PriceBook(())
+        self._prices_version: tuple[object, ...] | None = None
         self._loaded = False
         self._db = Reconnecting(dsn)
 
@@ -88,7 +94,19 @@ class CatalogCache:
         self.catalog = Catalog(
             tenants=frozenset(t for (t,) in tenants), models=frozenset(m for (m,) in models)
         )
+        await self.learn_prices()
         self._loaded = True
+
+    async def learn_prices(self) -> bool:
+        """Reloads the price book if an import changed it; returns whether it did."""
+        conn = await self._db.connection()
+        # The version is read before the book: a change in between only costs a reload.
+        version = tuple(await (await conn.execute(PRICE_BOOK_VERSION_QUERY)).fetchone() or ())
+        if version == self._prices_version:
+            return False
+        self.prices = await load_price_book_async(conn)
+        self._prices_version = version
+        return True
 
     async def learn(self, tenants: set[str], models: set[str]) -> bool:
         """Looks up ids the cache does not know; returns whether any of them now exist."""

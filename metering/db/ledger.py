@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Final
 from uuid import UUID
 
 import psycopg
@@ -33,7 +34,17 @@ class SourceRecord:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None for a tombstone
+
+
+RECORD_ERRORS: Final = (
+    psycopg.errors.DataError,
+    psycopg.errors.IntegrityError,
+    psycopg.errors.ProgramLimitExceeded,
+)
+"""Errors a batch raises because of what a record holds (a value out of range, text the
+encoding cannot hold, a violated constraint, an oversized index entry) rather than because
+the database is away: retrying the same batch cannot help."""
 
 
 @dataclass(slots=True)
@@ -147,11 +158,16 @@ WHERE p.topic = %s AND p.partition = v.partition
 
 
 class LedgerBatch:
-    """One micro-batch's transaction. Use ``async with ledger.batch(records) as batch``."""
+    """One micro-batch's transaction. Use ``async with ledger.batch(records) as batch``.
 
-    def __init__(self, conn: psycopg.AsyncConnection, records: Sequence[SourceRecord]) -> None:
+    A *trial* batch is always rolled back: it tells whether the writes would succeed."""
+
+    def __init__(
+        self, conn: psycopg.AsyncConnection, records: Sequence[SourceRecord], *, trial: bool
+    ) -> None:
         self._conn = conn
         self._records = records
+        self._trial = trial
         self._tally: dict[tuple[str, int], _PartitionTally] = {}
         self.fresh: list[SourceRecord] = []
         self.inserted_events: list[UsageEvent] = []  # new to the ledger, in this batch
@@ -196,10 +212,10 @@ class LedgerBatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
+        if exc_type is None and not self._trial:
             await self._save_progress()
             await self._conn.execute("COMMIT")
-        elif not self._conn.closed:
+        elif not self._conn.closed and not self._conn.broken:
             await self._conn.execute("ROLLBACK")
 
     async def write(
@@ -275,9 +291,9 @@ class LedgerBatch:
                 [r.partition for r, _ in rejected],
                 [r.offset for r, _ in rejected],
                 [j.reason for _, j in rejected],
-                [j.detail for _, j in rejected],
-                [j.event_id for _, j in rejected],
-                [j.tenant_id for _, j in rejected],
+                [_storable(j.detail) for _, j in rejected],
+                [_storable(j.event_id) for _, j in rejected],
+                [_storable(j.tenant_id) for _, j in rejected],
                 [r.key for r, _ in rejected],
                 [r.value for r, _ in rejected],
             ),
@@ -304,6 +320,11 @@ class LedgerBatch:
                     topic,
                 ),
             )
+
+
+def _storable(text: str | None) -> str | None:
+    """Text as PostgreSQL can hold it: NUL characters spelt out."""
+    return text.replace("\x00", "\\u0000") if text is not None else None
 
 
 def _ledger_row(record: SourceRecord, event: UsageEvent) -> tuple[object, ...]:
@@ -345,5 +366,5 @@ class Ledger(Reconnecting):
         )
         return dict(await cursor.fetchall())
 
-    async def batch(self, records: Sequence[SourceRecord]) -> LedgerBatch:
-        return LedgerBatch(await self.connection(), records)
+    async def batch(self, records: Sequence[SourceRecord], *, trial: bool = False) -> LedgerBatch:
+        return LedgerBatch(await self.connection(), records, trial=trial)

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -25,8 +26,11 @@ from aiokafka.structs import ConsumerRecord
 from conftest import WorkerProcess
 
 from metering.config import PROJECT_ROOT, Settings
-from metering.db import catalog
+from metering.db import billing, catalog
+from metering.events import SERVICE_TIERS
 from metering.kafka_admin import ensure_topics
+from metering.price_files import LIST_PRICES, load_price_file
+from metering.pricing import PriceEntry, TokenClass
 from metering.reconcile import Progress, read_progress
 
 TOKEN_COLUMNS = (
@@ -85,7 +89,7 @@ def encode(document: Any) -> bytes:
 @dataclass(frozen=True, slots=True)
 class Message:
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
 
 
 def message(document: dict[str, Any]) -> Message:
@@ -126,10 +130,29 @@ def expected_by_tenant(documents: Iterable[dict[str, Any]]) -> dict[str, dict[st
 # --- the catalog ---------------------------------------------------------------------------
 
 
+PRICED_SINCE = datetime(2020, 1, 1, tzinfo=UTC)
+
+
 def seed_catalog(settings: Settings, *, tenants: Sequence[str], models: Sequence[str]) -> None:
+    """Tenants and models that ingest accepts usage for: each model priced (list prices,
+    or a flat test price for a model the list does not have)."""
     with psycopg.connect(settings.psycopg_dsn) as conn:
         catalog.add_tenants(conn, [catalog.TenantRow(t, t.title()) for t in tenants])
         catalog.add_models(conn, [catalog.ModelRow(m, "test", m) for m in models])
+        price_models(conn, models)
+
+
+def price_models(conn: psycopg.Connection, models: Sequence[str]) -> None:
+    """Imports the list prices, and a flat test price on every tier for the other models."""
+    listed = load_price_file(LIST_PRICES)
+    unlisted = set(models) - {entry.model for entry in listed}
+    flat = [
+        PriceEntry(model, token_class, tier, "USD", Decimal(price), PRICED_SINCE, source="tests")
+        for model in sorted(unlisted)
+        for tier in SERVICE_TIERS
+        for token_class, price in ((TokenClass.INPUT, "1.00"), (TokenClass.OUTPUT, "2.00"))
+    ]
+    billing.import_prices(conn, [*listed, *flat])
 
 
 # --- Kafka ---------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import psycopg
 import pytest
 
 from metering.config import Settings
-from metering.db import catalog
+from metering.db import billing, catalog
 from metering.kafka_admin import ensure_topics
+from metering.price_files import LIST_PRICES, load_price_file
 from metering.producer import produce
 from metering.reconcile import read_progress, reconcile
 from metering.services import KafkaBroker, PostgresServer
@@ -40,6 +41,7 @@ def seed_and_produce(settings: Settings) -> TrafficPlan:
         catalog.add_models(
             conn, [catalog.ModelRow(m.model_id, m.provider, m.display_name) for m in DEMO_MODELS]
         )
+        billing.import_prices(conn, load_price_file(LIST_PRICES))
     plan = TrafficPlan(spec)
     asyncio.run(ensure_topics(settings))
     asyncio.run(

@@ -43,6 +43,7 @@ from ingest_helpers import (
 )
 
 from metering.config import Settings
+from metering.db import catalog
 from metering.events import REASONS
 from metering.services import KafkaBroker
 
@@ -183,7 +184,25 @@ def offending_messages(now: datetime) -> dict[str, Message]:
         "invalid_attributes": message(valid(attributes={"retries": 3})),
         "unknown_tenant": message(valid(tenant_id="wayne-enterprises")),
         "unknown_model": message(valid(model="grok-9000")),
+        "null_value": Message(b"acme", None),
+        "nul_character": message(valid(request_id="req\u0000001")),
+        "unpriced": message(valid(model=UNPRICED_MODEL)),
+        "unstorable": message(valid(request_id=REFUSED_BY_THE_DATABASE)),
     }
+
+
+UNPRICED_MODEL = "grok-unpriced"  # in the catalog, without a price
+REFUSED_BY_THE_DATABASE = "refused-by-the-database"
+
+
+def refuse_in_the_database(settings: Settings, request_id: str) -> None:
+    """A rule of the database that validation knows nothing of: the ledger refuses events
+    with this request id, as it would refuse any value it cannot hold."""
+    with psycopg.connect(settings.psycopg_dsn) as conn:
+        conn.execute(
+            "ALTER TABLE usage_ledger ADD CONSTRAINT test_refused"
+            f" CHECK (request_id IS DISTINCT FROM '{request_id}')"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +224,9 @@ def rejected(
     databases = scratch_database(base_settings, template=migrated_template)
     settings = isolated_settings(base_settings, next(databases))
     seed_catalog(settings, tenants=["acme"], models=["grok-3"])
+    with psycopg.connect(settings.psycopg_dsn) as conn:
+        catalog.add_models(conn, [catalog.ModelRow(UNPRICED_MODEL, "xai", "not priced yet")])
+    refuse_in_the_database(settings, REFUSED_BY_THE_DATABASE)
     offending = offending_messages(datetime.now(UTC))
     reasons = list(offending)
     sent = dict(zip(reasons, produce(settings, [offending[r] for r in reasons]), strict=True))
@@ -222,7 +244,7 @@ def rejected(
             settings,
             sent,
             dead_letters,
-            {(p, o): (reason, bytes(raw)) for p, o, reason, raw in rows},
+            {(p, o): (reason, raw and bytes(raw)) for p, o, reason, raw in rows},
         )
     finally:
         worker.kill()
@@ -257,8 +279,19 @@ def test_nothing_rejected_is_billed(rejected: RejectionRun) -> None:
 # --- replaying dead letters ----------------------------------------------------------------
 
 
+def price_file(folder: Path, model: str) -> Path:
+    """A price file that prices ``model`` on every service tier since 2025."""
+    path = folder / f"{model}-prices.yaml"
+    path.write_text(
+        "currency: USD\nprices:\n"
+        f"  - model: {model}\n    effective_from: 2025-01-01\n"
+        "    standard: &p {input: 1.00, output: 2.00}\n    batch: *p\n    priority: *p\n"
+    )
+    return path
+
+
 def test_replayed_dead_letters_are_billed_once_even_when_the_replay_is_repeated(
-    settings: Settings, start_worker: StartWorker
+    settings: Settings, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     seed_demo_catalog(settings)
     billed = varied_events(20, seed=3)
@@ -269,6 +302,8 @@ def test_replayed_dead_letters_are_billed_once_even_when_the_replay_is_repeated(
 
     added = metering(settings, "models", "add", "grok-5", "--provider", "xai")
     assert added.returncode == 0, added.stderr
+    priced = metering(settings, "prices", "import", str(price_file(tmp_path, "grok-5")))
+    assert priced.returncode == 0, priced.stderr
     replay = metering(settings, "dlq", "replay", "--reason", "unknown_model")
     assert replay.returncode == 0, replay.stderr
     assert "replayed 15 " in replay.stdout
@@ -292,6 +327,106 @@ def test_replayed_dead_letters_are_billed_once_even_when_the_replay_is_repeated(
         15,
         0,
     )
+
+
+def test_usage_without_a_price_is_dead_lettered_and_billed_once_replayed_after_the_import(
+    settings: Settings, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    seed_demo_catalog(settings)
+    with psycopg.connect(settings.psycopg_dsn) as conn:  # in the catalog, not yet priced
+        catalog.add_models(conn, [catalog.ModelRow("grok-5", "xai", "Grok 5")])
+    billed = varied_events(20, seed=5)
+    early = [{**e, "model": "grok-5"} for e in varied_events(12, seed=6)]
+    produce(settings, [message(e) for e in [*billed, *early]])
+    worker = start_worker()
+    assert wait_until_processed(settings, worker, 32).rejected == 12
+    assert billed_hourly(settings) == expected_hourly(billed)
+
+    priced = metering(settings, "prices", "import", str(price_file(tmp_path, "grok-5")))
+    assert priced.returncode == 0, priced.stderr
+    replay = metering(settings, "dlq", "replay", "--reason", "unpriced")
+    assert replay.returncode == 0, replay.stderr
+    assert "replayed 12 " in replay.stdout
+    done = wait_until_processed(settings, worker, 44)
+
+    assert (done.accepted, done.rejected) == (32, 12)
+    assert ledger_rows_per_event(settings) == {e["event_id"]: 1 for e in [*billed, *early]}
+    assert billed_hourly(settings) == expected_hourly([*billed, *early])
+    reconcile = metering(settings, "reconcile")
+    assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr
+
+
+# --- records that must not halt ingestion ---------------------------------------------------
+
+
+def poison_records(now: datetime) -> dict[str, tuple[str, Message]]:
+    """Records that once made the worker exit on every restart, each with the reason it is
+    dead-lettered for: a tombstone, NUL characters wherever text is stored, and a value
+    that only the database refuses."""
+
+    def nul_in(**fields: Any) -> Message:
+        document = event(tenant_id="acme", model="grok-3", occurred_at=now - timedelta(minutes=1))
+        document.update(fields)
+        return message(document)
+
+    nul = "\u0000"
+    return {
+        "tombstone": ("null_value", Message(b"acme", None)),
+        "tenant_id": ("nul_character", nul_in(tenant_id=f"acme{nul}")),
+        "event_id": ("nul_character", nul_in(event_id=f"{uuid.uuid4()}"[:-1] + nul)),
+        "model": ("nul_character", nul_in(model=f"grok-3{nul}")),
+        "request_id": ("nul_character", nul_in(request_id=f"req-{nul}")),
+        "deployment": ("nul_character", nul_in(deployment=f"eu{nul}")),
+        "attribute value": ("nul_character", nul_in(attributes={"team": f"a{nul}b"})),
+        "attribute key": ("nul_character", nul_in(attributes={f"te{nul}am": "ab"})),
+        "refused by the database": (
+            "unstorable",
+            nul_in(request_id=REFUSED_BY_THE_DATABASE),
+        ),
+    }
+
+
+def test_records_that_cannot_be_stored_are_dead_lettered_once_and_the_rest_is_billed_exactly(
+    settings: Settings, start_worker: StartWorker
+) -> None:
+    seed_demo_catalog(settings)
+    refuse_in_the_database(settings, REFUSED_BY_THE_DATABASE)
+    poison = poison_records(datetime.now(UTC))
+    valid = varied_events(30 * len(poison), seed=7)
+    # Each poison record sits between valid ones, in the same batches.
+    poisoned = [m for _, m in poison.values()]
+    stream: list[Message] = []
+    for index, document in enumerate(valid):
+        stream.append(message(document))
+        if index % 30 == 15:
+            stream.append(poisoned[index // 30])
+    sent = produce(settings, stream)
+
+    worker = start_worker()
+    done = wait_until_processed(settings, worker, len(stream))
+    dead_letters = read_dead_letters(settings, len(poison))
+
+    assert worker.proc.poll() is None, worker.log()[-3000:]
+    assert (done.accepted, done.rejected) == (len(valid), len(poison))
+    assert billed_hourly(settings) == expected_hourly(valid)
+    where = {s.message: (s.partition, s.offset) for s in sent}
+    with psycopg.connect(settings.psycopg_dsn) as conn:
+        stored = {
+            (p, o): (reason, raw and bytes(raw), detail)
+            for p, o, reason, raw, detail in conn.execute(
+                'SELECT partition, "offset", reason, raw, detail FROM rejections'
+            )
+        }
+    for name, (reason, poisoned) in poison.items():
+        got_reason, got_raw, detail = stored[where[poisoned]]
+        assert (got_reason, got_raw) == (reason, poisoned.value), f"{name}: {detail}"
+        letters = [r for r in dead_letters if r.value == poisoned.value]
+        assert len(letters) == 1, f"{name}: {len(letters)} dead letters"
+        assert headers(letters[0])["reason"] == reason.encode()
+    unstorable = stored[where[poison["refused by the database"][1]]][2]
+    assert "test_refused" in unstorable  # the database's own error, for whoever fixes it
+    reconcile = metering(settings, "reconcile")
+    assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr
 
 
 # --- the operator's commands ---------------------------------------------------------------

@@ -497,6 +497,45 @@ def test_a_field_of_the_wrong_json_type_is_rejected_naming_field_and_value(
     assert rejection.detail.startswith(detail)
 
 
+def test_a_record_without_a_value_is_rejected_as_a_null_value() -> None:
+    result = parse_event(None, catalog=CATALOG, now=NOW)
+    assert isinstance(result, Rejection)
+    assert result.reason == "null_value"
+    assert "tombstone" in result.detail
+
+
+NUL = "\u0000"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"event_id": EVENT_ID[:-1] + NUL},
+        {"tenant_id": "ac" + NUL + "me"},
+        {"model": "grok-3" + NUL},
+        {"occurred_at": "2026-11-25T10:00:00Z" + NUL},
+        {"service_tier": "standard" + NUL},
+        {"request_id": "req" + NUL},
+        {"deployment": NUL},
+        {"region": "eu" + NUL},
+        {"attributes": {"team": "a" + NUL}},
+        {"attributes": {"te" + NUL + "am": "a"}},
+    ],
+    ids=lambda fields: next(iter(fields)),
+)
+def test_text_with_a_nul_character_is_rejected_wherever_it_would_be_stored(
+    fields: dict[str, Any],
+) -> None:
+    result = rejected(message(**fields), "nul_character")
+    assert "NUL character" in result.detail
+    assert NUL not in result.detail  # the detail itself is stored as text
+
+
+def test_a_rejection_keeps_only_the_identifiers_that_can_be_stored() -> None:
+    result = rejected(message(tenant_id="ac" + NUL, model="m" + NUL), "nul_character")
+    assert (result.event_id, result.tenant_id, result.model) == (EVENT_ID, None, None)
+
+
 @pytest.mark.parametrize("flag", [True, False])
 def test_a_boolean_token_count_is_rejected_as_the_wrong_type(flag: bool) -> None:
     rejection = rejected(message(counts={"input_tokens": flag}), Reason.WRONG_TYPE)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from metering.events import Usage
+from metering.events import Rejection, Usage, UsageEvent
 from metering.pricing import (
     Band,
     Charge,
@@ -18,6 +19,7 @@ from metering.pricing import (
     PriceBookError,
     PriceEntry,
     TokenClass,
+    check_priced,
     estimate_cost,
     rate,
     split_into_bands,
@@ -147,6 +149,27 @@ def test_no_price_before_the_first_entry_or_for_an_unknown_model_or_tier() -> No
     with pytest.raises(NoPriceError, match="batch"):
         book.at("gpt-4o", "batch", NOV)
     assert book.find("gpt-5", "standard", NOV) is None
+
+
+def usage_event(model: str, tier: str, moment: datetime) -> UsageEvent:
+    return UsageEvent(uuid.uuid4(), "acme", model, moment, Usage(1000, 200), service_tier=tier)
+
+
+def test_an_event_is_billable_only_when_a_price_covers_its_model_tier_and_moment() -> None:
+    book = PriceBook([price("input", "2", until=MAR), price("output", "8", until=MAR)])
+    priced = usage_event("gpt-4o", "standard", JAN)
+    assert check_priced(book, priced) is priced
+    for model, tier, moment in (("gpt-4o", "standard", NOV), ("gpt-4o", "batch", JAN)):
+        event = usage_event(model, tier, moment)
+        rejection = check_priced(book, event)
+        assert isinstance(rejection, Rejection)
+        assert (rejection.reason, rejection.event_id, rejection.model) == (
+            "unpriced",
+            str(event.event_id),
+            model,
+        )
+        assert f"no {tier} price for gpt-4o" in rejection.detail
+        assert "metering dlq replay --reason unpriced" in rejection.detail
 
 
 def test_a_price_ended_without_a_successor_leaves_a_gap() -> None:
