@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -950,6 +951,32 @@ def test_a_correction_is_billed_once_and_a_later_one_only_by_its_own_difference(
         key=str,
     )
     assert january["wayne"]["total"] == Decimal("-0.10")
+
+
+def test_a_close_never_bills_with_prices_an_import_changed_meanwhile(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    importer = psycopg.connect(settings.psycopg_dsn)
+    importer.execute("SELECT 1")  # a transaction is open: the import runs in it, uncommitted
+    entries = load_price_file(write_price_file(tmp_path, SONNET_UP, "fix.yaml"))
+    billing.import_prices(importer, entries, replace_changed=True)  # October is not closed yet
+    with (
+        psycopg.connect(settings.psycopg_dsn, autocommit=True) as closer,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        closing = pool.submit(close, closer, "2026-10")  # reads the book before the import
+        deadline = time.monotonic() + 30
+        while not october.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the close did not wait for the import"
+            assert not closing.done(), closing.result()
+        importer.commit()
+        importer.close()
+        closing.result(timeout=60)
+    globex = invoice_rows(october, OCT)["globex"]["lines"]
+    input_prices = {line[6] for line in globex if line[1:4] == ("sonnet", "input", "standard")}
+    assert input_prices == {Decimal("3.00"), Decimal("2.50"), Decimal("4.00")}, "2.00 was stale"
 
 
 def test_a_dry_run_lists_the_invoices_a_correction_adjusts_and_changes_nothing(
