@@ -151,7 +151,7 @@ class Correction:
 
 @dataclass(frozen=True, slots=True)
 class PriceImport:
-    """What ``import_prices`` did, or would do (``dry_run``). ``thresholds`` lists ``(model,
+    """What ``import_prices`` did, or would do in a dry run. ``thresholds`` lists ``(model,
     old, new)`` long-context thresholds set in the model catalog; ``uncataloged`` models have
     a long-context rule but are not in the catalog (ingest rejects their events until they
     are added). ``retroactive`` entries change prices inside periods already invoiced (they
@@ -167,7 +167,6 @@ class PriceImport:
     corrections: tuple[Correction, ...] = ()
     added_entries: tuple[PriceEntry, ...] = ()
     replaced_entries: tuple[PriceEntry, ...] = ()
-    dry_run: bool = False
 
 
 def closed_until(conn: psycopg.Connection, tenant_id: str | None = None) -> datetime | None:
@@ -243,7 +242,6 @@ def import_prices(
             corrections=tuple(corrections),
             added_entries=plan.added,
             replaced_entries=tuple(new for _, new in plan.changed),
-            dry_run=dry_run,
         )
         if dry_run or plan.is_noop:
             return result
@@ -978,7 +976,8 @@ def _late_checks(
     conn: psycopg.Connection, ctx: BillingContext, tenant_id: str, period: BillingPeriod
 ) -> Iterable[LateCheck]:
     """Closed periods before ``period`` that late usage may still reach (checked last before
-    their end plus the late window), compared with what they billed."""
+    their end plus the late window), compared with what they billed; and those a price
+    correction marked (``repriced_by``), re-rated whatever their usage and age."""
     closed = conn.execute(
         "SELECT period_start, period_end, period_label, repriced_by IS NOT NULL"
         " FROM period_billing WHERE tenant_id = %s AND period_start < %s"
