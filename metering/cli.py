@@ -18,7 +18,7 @@ from metering.cli_billing import register as register_billing
 from metering.cli_quota import register as register_quota
 from metering.cli_support import FormatOption, database, fail, friendly_errors
 from metering.config import get_settings
-from metering.db import catalog
+from metering.db import billing, catalog
 from metering.events import REASONS
 from metering.output import Format, render
 from metering.reports import TOKEN_COLUMNS, UsageFilter, UsageGrouping
@@ -180,7 +180,16 @@ def models_add(
     row = catalog.ModelRow(model_id, provider, name or model_id, long_context_above)
     with database() as conn:
         added = catalog.add_models(conn, [row])
+        priced = billing.has_price(conn, model_id, datetime.now(UTC))
     typer.echo(f"model {model_id} {'added' if added else 'already exists'}")
+    if not priced:
+        typer.secho(
+            f"warning: model {model_id} has no price in effect now: its events are"
+            " dead-lettered as unpriced until one covers them; import one with `metering"
+            " prices import FILE`",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 @models_app.command("list")

@@ -145,8 +145,23 @@ def prices_import(
         bool,
         typer.Option(
             "--replace",
-            help="Replace stored entries whose price or end the file changes (never in"
-            " periods already invoiced).",
+            help="Replace stored entries whose price or end the file changes.",
+        ),
+    ] = False,
+    correct_invoiced: Annotated[
+        bool,
+        typer.Option(
+            "--correct-invoiced",
+            help="Allow prices that change periods already invoiced: their tenants' next"
+            " invoices get the difference as adjustment lines (check with --dry-run first).",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Show what the import would store and which invoices it would adjust by how"
+            " much; change nothing.",
         ),
     ] = False,
 ) -> None:
@@ -154,7 +169,9 @@ def prices_import(
 
     Every problem is reported as FILE:LINE: what is wrong. Entries already stored with the
     same price are left alone, so importing the same file twice changes nothing. Long-context
-    rules also set the model catalog's long_context_above, which ingest uses.
+    rules also set the model catalog's long_context_above, which ingest uses. A price for a
+    period already invoiced is a correction: the finalized invoice stays as it is, and the
+    difference goes on the tenant's next invoice (--correct-invoiced).
     """
     try:
         entries = load_price_file(file)
@@ -163,11 +180,23 @@ def prices_import(
             typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     with _connection() as conn:
-        result = billing.import_prices(conn, entries, replace_changed=replace)
+        result = billing.import_prices(
+            conn,
+            entries,
+            replace_changed=replace,
+            correct_invoiced=correct_invoiced,
+            dry_run=dry_run,
+            source=str(file),
+        )
+    if dry_run:
+        _show_dry_run(file, result, replace=replace, correct_invoiced=correct_invoiced)
+        return
     typer.echo(
         f"{file}: {result.added} prices added, {result.replaced} replaced,"
         f" {result.unchanged} unchanged"
     )
+    if result.corrections:
+        _show_corrections(result.corrections, "will")
     for model, old, new in result.thresholds:
         typer.echo(f"model {model}: long_context_above {old} -> {new}")
     for model in result.uncataloged:
@@ -177,6 +206,63 @@ def prices_import(
             fg=typer.colors.YELLOW,
             err=True,
         )
+
+
+def _show_dry_run(
+    file: Path, result: billing.PriceImport, *, replace: bool, correct_invoiced: bool
+) -> None:
+    typer.echo(
+        f"{file} (dry run, nothing stored): would add {result.added} prices, replace"
+        f" {result.replaced}, leave {result.unchanged} unchanged"
+    )
+    for verb, entries in (("add", result.added_entries), ("replace", result.replaced_entries)):
+        for entry in entries:
+            until = f" until {_show_time(entry.effective_to)}" if entry.effective_to else ""
+            typer.echo(
+                f"  {verb} {entry.describe()}: {entry.price_per_million} {entry.currency}"
+                f" per 1M from {_show_time(entry.effective_from)}{until}"
+            )
+    if result.corrections:
+        _show_corrections(result.corrections, "would")
+    elif result.retroactive:
+        typer.echo(
+            "it changes prices of invoiced periods, but no invoiced usage: nothing to adjust"
+        )
+    needs = [
+        flag
+        for flag, needed, given in (
+            ("--replace", result.replaced, replace),
+            ("--correct-invoiced", result.retroactive, correct_invoiced),
+        )
+        if needed and not given
+    ]
+    if needs:
+        typer.echo(f"to import it, pass {' and '.join(needs)}")
+
+
+def _show_corrections(corrections: tuple[billing.Correction, ...], verb: str) -> None:
+    """The closed periods a correction re-rates: what each tenant's next invoice adds.
+    ``verb`` is ``will`` or ``would`` (a dry run)."""
+    typer.echo(
+        f"{len(corrections)} invoiced periods re-rated: the tenants' next invoices {verb} adjust"
+        " them by these amounts (the finalized invoices never change)"
+    )
+    rows = [
+        {
+            "tenant_id": c.tenant_id,
+            "period": c.period_label,
+            "invoice_number": c.invoice_number,
+            "adjustment": c.amount,
+            "currency": c.currency,
+            "lines": c.lines,
+        }
+        for c in corrections
+    ]
+    typer.echo(render(rows, list(rows[0]), Format.table))
+
+
+def _show_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @prices_app.command("list")

@@ -23,6 +23,7 @@ from typing import Any, Final, NamedTuple
 import psycopg
 from psycopg.rows import namedtuple_row
 
+from metering.events import SERVICE_TIERS
 from metering.invoicing import (
     USAGE_COUNTS,
     BillingPeriod,
@@ -42,8 +43,15 @@ from metering.invoicing import (
     period_from_label,
     usage_totals,
 )
-from metering.price_files import plan_import
-from metering.pricing import PriceBook, PriceBookError, PriceEntry, PricingError, TokenClass
+from metering.price_files import ImportPlan, Repricing, plan_import, repricings
+from metering.pricing import (
+    EXACT,
+    PriceBook,
+    PriceBookError,
+    PriceEntry,
+    PricingError,
+    TokenClass,
+)
 
 NUMBER_PREFIX: Final = "INV"
 
@@ -52,10 +60,24 @@ class BillingError(ValueError):
     """Something about billing a person has to fix; the message says what and how."""
 
 
-def _lock_tenant(conn: psycopg.Connection, tenant_id: str) -> None:
-    """Serializes contract changes and closes of one tenant (until the transaction ends)."""
+class BookChangedError(BillingError):
+    """The price book changed after a close read it; that close must read it again."""
+
+    def __init__(self) -> None:
+        super().__init__("the price book changed while the period was being closed: close it again")
+
+
+_PRICES_LOCK: Final = "hashtextextended('metering.billing:prices', 0)"
+"""An advisory lock key: an import holds it exclusively, each tenant's close shared, so that a
+close never bills with a book that an import is changing (see ``_close_tenant``)."""
+
+
+def _lock_tenant(conn: psycopg.Connection, tenant_id: str, *, prices: bool = False) -> None:
+    """Serializes contract changes and closes of one tenant (until the transaction ends);
+    ``prices`` also holds off price imports (a shared hold on ``_PRICES_LOCK``)."""
     conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('metering.billing:' || %s, 0))",
+        "SELECT pg_advisory_xact_lock(hashtextextended('metering.billing:' || %s, 0))"
+        + (f", pg_advisory_xact_lock_shared({_PRICES_LOCK})" if prices else ""),
         (tenant_id,),
     )
 
@@ -115,17 +137,46 @@ async def load_price_book_async(conn: psycopg.AsyncConnection) -> PriceBook:
     return PriceBook([_entry(row) for row in await cursor.fetchall()])
 
 
+def has_price(conn: psycopg.Connection, model: str, moment: datetime) -> bool:
+    """Whether ``model`` has list prices in effect at ``moment`` on any service tier."""
+    book = load_price_book(conn)
+    return any(book.find(model, tier, moment) is not None for tier in SERVICE_TIERS)
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """What a price correction does to one closed period of a tenant: the next invoice of the
+    tenant adds ``amount`` (negative: a credit) in ``lines`` adjustment lines that name
+    ``period_label``, whose own invoice (``invoice_number``, if it had one) never changes.
+    The amount is everything that next invoice will adjust the period by, so it includes
+    late usage of the period not adjusted yet."""
+
+    tenant_id: str
+    period_label: str
+    invoice_number: str | None
+    currency: str
+    amount: Decimal
+    lines: int
+
+
 @dataclass(frozen=True, slots=True)
 class PriceImport:
-    """What ``import_prices`` did. ``thresholds`` lists ``(model, old, new)`` long-context
-    thresholds set in the model catalog; ``uncataloged`` models have a long-context rule but
-    are not in the catalog (ingest rejects their events until they are added)."""
+    """What ``import_prices`` did, or would do in a dry run. ``thresholds`` lists ``(model,
+    old, new)`` long-context thresholds set in the model catalog; ``uncataloged`` models have
+    a long-context rule but are not in the catalog (ingest rejects their events until they
+    are added). ``retroactive`` entries change prices inside periods already invoiced (they
+    need ``correct_invoiced``); ``corrections`` are the closed periods whose bills they
+    change. ``added_entries`` and ``replaced_entries`` are what it stores."""
 
     added: int
     unchanged: int
     replaced: int
     thresholds: tuple[tuple[str, int | None, int], ...] = ()
     uncataloged: tuple[str, ...] = ()
+    retroactive: int = 0
+    corrections: tuple[Correction, ...] = ()
+    added_entries: tuple[PriceEntry, ...] = ()
+    replaced_entries: tuple[PriceEntry, ...] = ()
 
 
 def closed_until(conn: psycopg.Connection, tenant_id: str | None = None) -> datetime | None:
@@ -139,21 +190,30 @@ def closed_until(conn: psycopg.Connection, tenant_id: str | None = None) -> date
 
 
 def import_prices(
-    conn: psycopg.Connection, entries: Sequence[PriceEntry], *, replace_changed: bool = False
+    conn: psycopg.Connection,
+    entries: Sequence[PriceEntry],
+    *,
+    replace_changed: bool = False,
+    correct_invoiced: bool = False,
+    dry_run: bool = False,
+    source: str | None = None,
 ) -> PriceImport:
     """Stores a price file's entries; importing the same entries again changes nothing.
 
     An entry whose key is stored with another price or ``effective_to`` is *changed*: refused
-    unless ``replace_changed``, and refused anyway when the change would reach into a period
-    already closed, as is a new entry for an already priced model that starts in one. The
-    stored book plus the file must still be a valid ``PriceBook``. Long-context rules set the
-    model catalog's ``long_context_above`` (the threshold of the model's latest rule), which
-    ingest uses to flag requests."""
+    unless ``replace_changed``. A change of prices already in effect (``repricings``) inside
+    a period already closed is refused unless ``correct_invoiced``: then every closed period
+    of a tenant whose bill it changes is marked, and the tenant's next invoice adjusts it (see
+    ``compute_bill``). The stored book plus the file must still be a valid ``PriceBook``.
+    Long-context rules set the model catalog's ``long_context_above`` (the threshold of the
+    model's latest rule), which ingest uses to flag requests. ``dry_run`` checks and computes
+    everything, refuses nothing for want of a flag, and stores nothing."""
     with conn.transaction():
         conn.execute("LOCK TABLE price_entries IN SHARE ROW EXCLUSIVE MODE")
+        conn.execute(f"SELECT pg_advisory_xact_lock({_PRICES_LOCK})")
         stored = load_price_entries(conn)
         plan = plan_import(stored, entries)
-        if plan.changed and not replace_changed:
+        if plan.changed and not (replace_changed or dry_run):
             raise BillingError(
                 "\n".join(
                     f"{new.source or new.describe()}: {new.describe()} from"
@@ -172,38 +232,41 @@ def import_prices(
             *plan.added,
         ]
         try:
-            PriceBook(merged)
+            book = PriceBook(merged)
         except PriceBookError as exc:
             raise BillingError(
                 f"{exc}\n(checked together with the prices already stored)"
             ) from None
-        _refuse_retroactive(conn, stored, plan.added, plan.changed)
-        if plan.added:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    f"INSERT INTO price_entries ({_PRICE_COLUMNS})"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [_entry_values(e) for e in plan.added],
-                )
-        for _, new in plan.changed:
+        until = closed_until(conn)
+        retroactive = [
+            r for r in repricings(stored, plan) if until is not None and r.reaches_before(until)
+        ]
+        if until is not None and retroactive and not (correct_invoiced or dry_run):
+            raise _retroactive_refusal(retroactive, until)
+        marked, corrections = _corrections(conn, book, retroactive)
+        result = PriceImport(
+            added=len(plan.added),
+            unchanged=len(plan.unchanged),
+            replaced=len(plan.changed),
+            retroactive=len(retroactive),
+            corrections=tuple(corrections),
+            added_entries=plan.added,
+            replaced_entries=tuple(new for _, new in plan.changed),
+        )
+        if dry_run or plan.is_noop:
+            return result
+        _store_entries(conn, plan)
+        import_id = conn.execute(
+            "INSERT INTO price_imports (source, added, replaced, corrected)"
+            " VALUES (%s, %s, %s, %s) RETURNING import_id",
+            (source, len(plan.added), len(plan.changed), bool(retroactive)),
+        ).fetchone()[0]  # type: ignore[index]
+        if marked:
             conn.execute(
-                "UPDATE price_entries SET price_per_million = %s, effective_to = %s, source = %s,"
-                " imported_at = now()"
-                " WHERE model = %s AND token_class = %s AND service_tier = %s AND currency = %s"
-                " AND long_context_above IS NOT DISTINCT FROM %s"
-                " AND tier_up_to IS NOT DISTINCT FROM %s AND effective_from = %s",
-                (
-                    new.price_per_million,
-                    new.effective_to,
-                    new.source,
-                    new.model,
-                    new.token_class.value,
-                    new.service_tier,
-                    new.currency,
-                    new.long_context_above,
-                    new.tier_up_to,
-                    new.effective_from,
-                ),
+                "UPDATE period_billing p SET repriced_by = %s"
+                " FROM unnest(%s::text[], %s::timestamptz[]) AS m(tenant_id, period_start)"
+                " WHERE p.tenant_id = m.tenant_id AND p.period_start = m.period_start",
+                (import_id, [t for t, _ in marked], [s for _, s in marked]),
             )
         touched = {
             e.model
@@ -211,48 +274,112 @@ def import_prices(
             if e.long_context_above is not None
         }
         thresholds, uncataloged = _set_long_context_thresholds(conn, merged, touched)
-    return PriceImport(
-        added=len(plan.added),
-        unchanged=len(plan.unchanged),
-        replaced=len(plan.changed),
-        thresholds=thresholds,
-        uncataloged=uncataloged,
+    return replace(result, thresholds=thresholds, uncataloged=uncataloged)
+
+
+def _store_entries(conn: psycopg.Connection, plan: ImportPlan) -> None:
+    if plan.added:
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO price_entries ({_PRICE_COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [_entry_values(e) for e in plan.added],
+            )
+    for _, new in plan.changed:
+        conn.execute(
+            "UPDATE price_entries SET price_per_million = %s, effective_to = %s, source = %s,"
+            " imported_at = now()"
+            " WHERE model = %s AND token_class = %s AND service_tier = %s AND currency = %s"
+            " AND long_context_above IS NOT DISTINCT FROM %s"
+            " AND tier_up_to IS NOT DISTINCT FROM %s AND effective_from = %s",
+            (
+                new.price_per_million,
+                new.effective_to,
+                new.source,
+                new.model,
+                new.token_class.value,
+                new.service_tier,
+                new.currency,
+                new.long_context_above,
+                new.tier_up_to,
+                new.effective_from,
+            ),
+        )
+
+
+def _total(lines: Iterable[InvoiceLine]) -> Decimal:
+    total = Decimal(0)
+    for line in lines:
+        total = EXACT.add(total, line.amount)
+    return total
+
+
+def _retroactive_refusal(retroactive: Sequence[Repricing], until: datetime) -> BillingError:
+    """One line: the first entry that reaches into invoiced periods, and what to do."""
+    first = retroactive[0]
+    more = f" (and {len(retroactive) - 1} more entries)" if len(retroactive) > 1 else ""
+    return BillingError(
+        f"{first.entry.source or first.entry.describe()}: {first.entry.describe()} changes"
+        f" prices from {_show(first.since)}, inside periods already invoiced (until"
+        f" {_show(until)}){more}: see which invoices it would adjust with --dry-run, then"
+        " import it with --correct-invoiced to bill the difference on each tenant's next"
+        " invoice"
     )
 
 
-def _refuse_retroactive(
-    conn: psycopg.Connection,
-    stored: Sequence[PriceEntry],
-    added: Sequence[PriceEntry],
-    changed: Sequence[tuple[PriceEntry, PriceEntry]],
-) -> None:
-    until = closed_until(conn)
-    if until is None:
-        return
-    priced = {(e.model, e.service_tier) for e in stored}
-    problems = []
-    for entry in added:
-        if (entry.model, entry.service_tier) in priced and entry.effective_from < until:
-            problems.append(
-                f"{entry.source or entry.describe()}: {entry.describe()} would take effect at"
-                f" {_show(entry.effective_from)}, inside a period already invoiced"
+def _corrections(
+    conn: psycopg.Connection, book: PriceBook, retroactive: Sequence[Repricing]
+) -> tuple[list[tuple[str, datetime]], list[Correction]]:
+    """The closed periods whose bill ``book`` changes, of the tenants that used a model in a
+    span it reprices: ``(tenant, period start)`` to mark, and what their next invoices will
+    adjust. Re-rated exactly as the next close will (``_recheck``)."""
+    if not retroactive:
+        return [], []
+    candidates = conn.execute(
+        "SELECT DISTINCT p.tenant_id, p.period_start, p.period_end, p.period_label,"
+        " i.invoice_number"
+        " FROM period_billing p"
+        " JOIN unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS s(model, since, until)"
+        "   ON p.period_end > s.since AND (s.until IS NULL OR p.period_start < s.until)"
+        " LEFT JOIN invoices i ON i.invoice_id = p.invoice_id"
+        " WHERE EXISTS (SELECT 1 FROM usage_hourly u"
+        "  WHERE u.tenant_id = p.tenant_id AND u.model = s.model"
+        "    AND u.hour >= greatest(p.period_start, s.since)"
+        "    AND u.hour < least(p.period_end, coalesce(s.until, 'infinity')))"
+        " ORDER BY p.tenant_id, p.period_start",
+        (
+            [r.entry.model for r in retroactive],
+            [r.since for r in retroactive],
+            [r.until for r in retroactive],
+        ),
+    ).fetchall()
+    if not candidates:
+        return [], []
+    ctx = replace(BillingContext.load(conn, timedelta(0)), book=book)
+    marked: list[tuple[str, datetime]] = []
+    corrections: list[Correction] = []
+    for tenant_id, start, end, label, number in candidates:
+        period = BillingPeriod(start, end)
+        try:
+            check = _recheck(conn, ctx, tenant_id, period, label)
+        except PricingError as exc:
+            raise BillingError(
+                f"re-rating {label} of {tenant_id} with these prices: {exc}"
+            ) from None
+        if not check.lines:
+            continue
+        marked.append((tenant_id, start))
+        corrections.append(
+            Correction(
+                tenant_id,
+                label,
+                number,
+                ctx.contract(tenant_id, period).currency,
+                _total(check.lines),
+                len(check.lines),
             )
-    for old, new in changed:
-        if old.price_per_million != new.price_per_million:
-            since = new.effective_from
-        else:  # only effective_to differs: the prices differ from the earlier end on
-            ends = [e for e in (old.effective_to, new.effective_to) if e is not None]
-            since = min(ends)
-        if since < until:
-            problems.append(
-                f"{new.source or new.describe()}: changing {new.describe()} from"
-                f" {_show(since)} would rewrite a period already invoiced"
-            )
-    if problems:
-        raise BillingError(
-            "\n".join(problems) + f"\nperiods are invoiced until {_show(until)}: price changes"
-            " must take effect at or after that (late corrections are not supported)"
         )
+    return marked, corrections
 
 
 def _set_long_context_thresholds(
@@ -578,6 +705,13 @@ def set_override(
 # --- closing periods --------------------------------------------------------------------------
 
 
+def book_revision(conn: psycopg.Connection) -> int:
+    """The latest import that changed the price book (0: none yet). Imports are serialized
+    (``import_prices`` locks), so a higher revision is a later book."""
+    row = conn.execute("SELECT coalesce(max(import_id), 0) FROM price_imports").fetchone()
+    return int(row[0]) if row else 0
+
+
 @dataclass(frozen=True, slots=True)
 class BillingContext:
     """What every tenant's bill in a run reads: prices, contracts, overrides, the catalog.
@@ -589,6 +723,8 @@ class BillingContext:
     overrides: Mapping[str, Sequence[PriceEntry]]
     tenant_names: Mapping[str, str]
     late_window: timedelta
+    revision: int = 0
+    """The price book's revision (the latest ``price_imports`` id) when ``book`` was read."""
 
     @classmethod
     def load(
@@ -604,7 +740,9 @@ class BillingContext:
             raise BillingError(
                 f"unknown tenant {tenant_id!r}: add it with `metering tenants add {tenant_id}`"
             )
+        revision = book_revision(conn)  # before the book: the book is at least this new
         return cls(
+            revision=revision,
             book=load_price_book(conn),
             contracts=all_contracts(conn),
             overrides=overrides_of(conn, tenant_id),
@@ -848,25 +986,40 @@ def _late_checks(
     conn: psycopg.Connection, ctx: BillingContext, tenant_id: str, period: BillingPeriod
 ) -> Iterable[LateCheck]:
     """Closed periods before ``period`` that late usage may still reach (checked last before
-    their end plus the late window), compared with what they billed."""
+    their end plus the late window), compared with what they billed; and those a price
+    correction marked (``repriced_by``), re-rated whatever their usage and age."""
     closed = conn.execute(
-        "SELECT period_start, period_end, period_label FROM period_billing"
-        " WHERE tenant_id = %s AND period_start < %s AND checked_at < period_end + %s"
+        "SELECT period_start, period_end, period_label, repriced_by IS NOT NULL"
+        " FROM period_billing WHERE tenant_id = %s AND period_start < %s"
+        " AND (checked_at < period_end + %s OR repriced_by IS NOT NULL)"
         " ORDER BY period_start",
         (tenant_id, period.start, ctx.late_window),
     ).fetchall()
-    for start, end, label in closed:
+    for start, end, label, repriced in closed:
         earlier = BillingPeriod(start, end)
-        now = _sums_now(conn, tenant_id, earlier)
-        then = _sums_billed(conn, tenant_id, earlier)
-        if now == then:
+        if not repriced and _sums_now(conn, tenant_id, earlier) == _sums_billed(
+            conn, tenant_id, earlier
+        ):
             yield LateCheck(earlier, label, changed=False)
             continue
-        rows = _usage(conn, ctx, tenant_id, earlier)
-        billed = _billed_lines(conn, tenant_id, earlier, label)
-        contract = ctx.contract(tenant_id, earlier)
-        lines = adjustment_lines(earlier, contract, ctx.book, rows, billed)
-        yield LateCheck(earlier, label, changed=True, totals=usage_totals(rows), lines=lines)
+        yield _recheck(conn, ctx, tenant_id, earlier, label)
+
+
+def _recheck(
+    conn: psycopg.Connection,
+    ctx: BillingContext,
+    tenant_id: str,
+    period: BillingPeriod,
+    label: str,
+) -> LateCheck:
+    """A closed period billed again in full from its usage now and ``ctx.book``, compared with
+    everything billed for it so far: the one calculation behind late usage and price
+    corrections (``adjustment_lines``)."""
+    rows = _usage(conn, ctx, tenant_id, period)
+    billed = _billed_lines(conn, tenant_id, period, label)
+    contract = ctx.contract(tenant_id, period)
+    lines = adjustment_lines(period, contract, ctx.book, rows, billed)
+    return LateCheck(period, label, changed=True, totals=usage_totals(rows), lines=lines)
 
 
 def _sums_now(
@@ -989,7 +1142,11 @@ def close_period(
     invoiced = 0
     for done, tenant in enumerate(tenants, start=1):
         try:
-            result = _close_tenant(conn, ctx, tenant, label, now, grace, force, summed)
+            try:
+                result = _close_tenant(conn, ctx, tenant, label, now, grace, force, summed)
+            except BookChangedError:  # an import came in: read the book again, then go on
+                ctx, summed = BillingContext.load(conn, late_window, tenant_id), {}
+                result = _close_tenant(conn, ctx, tenant, label, now, grace, force, summed)
         except (PricingError, InvoiceError, BillingError) as exc:
             result = TenantClose(tenant, label, Outcome.FAILED, detail=str(exc))
         results.append(result)
@@ -1055,7 +1212,7 @@ def _close_tenant(
             detail=f"can be closed from {_show(due)} (or now with --force)",
         )
     with conn.transaction():
-        _lock_tenant(conn, tenant_id)
+        _lock_tenant(conn, tenant_id, prices=True)
         closed = conn.execute(
             "SELECT i.invoice_number FROM period_billing p LEFT JOIN invoices i USING (invoice_id)"
             " WHERE p.tenant_id = %s AND p.period_start = %s",
@@ -1063,6 +1220,10 @@ def _close_tenant(
         ).fetchone()
         if closed is not None:
             return TenantClose(tenant_id, label, Outcome.ALREADY, invoice_number=closed[0])
+        # No import can commit until this transaction ends; one that committed since the book
+        # was read would be billed with stale prices, and its marks cleared unbilled.
+        if book_revision(conn) != ctx.revision:
+            raise BookChangedError
         bulk = summed.get(period)
         rows = bulk.get(tenant_id, []) if bulk is not None else None
         bill = compute_bill(conn, ctx, tenant_id, period, rows)
@@ -1172,8 +1333,8 @@ def _record_billing(conn: psycopg.Connection, bill: Bill) -> None:
     )
     _write_totals(conn, bill.tenant_id, bill.period, bill.totals)
     for check in bill.late:
-        conn.execute(
-            "UPDATE period_billing SET checked_at = now()"
+        conn.execute(  # the close holds the prices lock at the book's revision: see _close_tenant
+            "UPDATE period_billing SET checked_at = now(), repriced_by = NULL"
             " WHERE tenant_id = %s AND period_start = %s",
             (bill.tenant_id, check.period.start),
         )

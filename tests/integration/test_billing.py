@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -800,6 +801,241 @@ def test_a_price_change_that_would_rewrite_an_invoiced_period_is_refused(
     new_block = write_price_file(tmp_path, december, "december.yaml")
     out = ok(metering(settings, "prices", "import", str(new_block), "--replace"))
     assert "4 prices added, 5 replaced" in out
+
+
+# --- price corrections ---------------------------------------------------------------------------
+
+SONNET_FROM_OCT_15 = "    standard: {input: 2.00, cached_input: 0.20, output: 10.00}\n"
+# The invoiced October prices of sonnet from Oct 15 were too low: input 2.50, output 12.00.
+SONNET_UP = PRICE_FILE.replace(
+    SONNET_FROM_OCT_15, "    standard: {input: 2.50, cached_input: 0.20, output: 12.00}\n"
+)
+assert SONNET_UP != PRICE_FILE
+
+
+def adjustment(
+    model: str, token_class: str, tier: int, quantity: int, price: str, sign: int = 1
+) -> tuple[Any, ...]:
+    """A standard-tier adjustment line of October, its amount worked out by hand."""
+    amount = money(quantity, price) * sign
+    line = (model, token_class, "standard", tier, quantity * sign, Decimal(price), amount)
+    return ("adjustment", *line, "2026-10")
+
+
+def discount_of(subtotal: Decimal, percent: int) -> Decimal:
+    return (subtotal * percent / 100).quantize(CENT, ROUND_HALF_EVEN)
+
+
+def marks(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """Everything a correction writes besides prices: the imports and the marked periods."""
+    imports = conn.execute("SELECT import_id, corrected FROM price_imports ORDER BY 1")
+    periods = conn.execute(
+        "SELECT tenant_id, period_label, repriced_by FROM period_billing"
+        " WHERE repriced_by IS NOT NULL ORDER BY 1, 2"
+    )
+    return [*imports.fetchall(), *periods.fetchall()]
+
+
+def test_a_price_correction_up_is_billed_on_the_next_invoice_and_october_never_changes(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    close(october, "2026-10")
+    invoiced = invoice_rows(october, OCT)
+    fix = write_price_file(tmp_path, SONNET_UP, "fix.yaml")
+    out = ok(metering(settings, "prices", "import", str(fix), "--replace", "--correct-invoiced"))
+    assert "0 prices added, 2 replaced" in out
+
+    close(october, "2026-11", force=True)
+    november = invoice_rows(october, NOV)
+    # globex: 800,000 standard input and 100,000 output tokens after Oct 15 cost more, and its
+    # 10% discount grows with them; its long-context and batch tokens keep their prices
+    globex = expected_october()["globex"]["subtotal"]
+    more = Decimal("0.40") + Decimal("0.20")
+    change = discount_of(globex, 10) - discount_of(globex + more, 10)
+    discount = ("discount", None, None, None, None, 0, None, change, "2026-10")
+    assert sorted(november["globex"]["lines"], key=str) == sorted(
+        [
+            adjustment("sonnet", "input", 0, 800_000, "2.00", -1),
+            adjustment("sonnet", "input", 0, 800_000, "2.50"),
+            adjustment("sonnet", "output", 0, 100_000, "10.00", -1),
+            adjustment("sonnet", "output", 0, 100_000, "12.00"),
+            discount,
+        ],
+        key=str,
+    )
+    assert november["globex"]["subtotal"] == 0
+    assert november["globex"]["total"] == more + change
+    # wayne pays its own input price, so only its output is corrected
+    assert sorted(november["wayne"]["lines"], key=str) == sorted(
+        [
+            adjustment("sonnet", "output", 0, 100_000, "10.00", -1),
+            adjustment("sonnet", "output", 0, 100_000, "12.00"),
+        ],
+        key=str,
+    )
+    assert "acme" not in november, "tiered-70b's prices did not change"
+    assert invoice_rows(october, OCT) == invoiced, "a finalized invoice never changes"
+
+
+def test_a_price_correction_down_credits_the_difference_of_the_rounded_lines(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    close(october, "2026-10")
+    # tiered-70b's second band (above 1M tokens of the period) should have cost 1.20, not 1.50
+    cheaper = write_price_file(tmp_path, PRICE_FILE.replace("- {price: 1.50}", "- {price: 1.20}"))
+    ok(metering(settings, "prices", "import", str(cheaper), "--replace", "--correct-invoiced"))
+
+    close(october, "2026-11", force=True)
+    november = invoice_rows(october, NOV)
+    # the period is re-rated as a whole: its band volume puts 612,345 of acme's tokens above
+    # 1M; initech's 1,000,000 are all in the first band, so its invoice adjusts nothing
+    in_second_band = 700_000 - (1_000_000 - 612_345 - 300_000)
+    assert sorted(november["acme"]["lines"], key=str) == sorted(
+        [
+            adjustment("tiered-70b", "input", 1, in_second_band, "1.50", -1),  # -0.92
+            adjustment("tiered-70b", "input", 1, in_second_band, "1.20"),  # 0.73
+        ],
+        key=str,
+    )
+    # each line is rounded, and the credit is their difference: 0.73 - 0.92 = -0.19, where the
+    # exact difference, 612,345 x 0.30 / 1M = 0.1837035, would round to 0.18
+    assert november["acme"]["total"] == Decimal("-0.19")
+    assert all(line[8] is None for line in november["initech"]["lines"])
+
+
+def test_a_correction_is_billed_once_and_a_later_one_only_by_its_own_difference(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    close(october, "2026-10")
+    fix = write_price_file(tmp_path, SONNET_UP, "fix.yaml")
+    flags = ("--replace", "--correct-invoiced")
+    ok(metering(settings, "prices", "import", str(fix), *flags))
+    written = marks(october)
+    # the fixture's import, this one (a correction), and the two periods whose bills it changes
+    assert written == [(1, False), (2, True), ("globex", "2026-10", 2), ("wayne", "2026-10", 2)]
+    again = ok(metering(settings, "prices", "import", str(fix), *flags))
+    assert "0 prices added, 0 replaced" in again and "re-rated" not in again
+    assert marks(october) == written, "importing the same correction again marks nothing"
+
+    close(october, "2026-11", force=True)
+    assert [r.outcome for r in close(october, "2026-11", force=True)].count("invoiced") == 0
+    november = invoice_rows(october, NOV)
+    assert len(november["wayne"]["lines"]) == 2
+    assert marks(october) == written[:2], "the adjusted periods are no longer marked"
+    ok(metering(settings, "prices", "import", str(fix), *flags))
+    billing.close_period(
+        october,
+        "2026-12",
+        now=at(5, month=1) + timedelta(days=365),
+        grace=timedelta(0),
+        late_window=timedelta(0),
+    )
+    assert "wayne" not in invoice_rows(october, datetime(2026, 12, 1, tzinfo=UTC))
+
+    # output from Oct 15 is corrected once more, to 11.00: December adjusts 12.00 -> 11.00 only
+    second = write_price_file(tmp_path, SONNET_UP.replace("output: 12.00", "output: 11.00"))
+    ok(metering(settings, "prices", "import", str(second), *flags))
+    billing.close_period(
+        october,
+        "2027-01",
+        now=at(5, month=2) + timedelta(days=365),
+        grace=timedelta(0),
+        late_window=timedelta(0),
+    )
+    january = invoice_rows(october, datetime(2027, 1, 1, tzinfo=UTC))
+    assert sorted(january["wayne"]["lines"], key=str) == sorted(
+        [
+            adjustment("sonnet", "output", 0, 100_000, "12.00", -1),
+            adjustment("sonnet", "output", 0, 100_000, "11.00"),
+        ],
+        key=str,
+    )
+    assert january["wayne"]["total"] == Decimal("-0.10")
+
+
+def test_a_close_never_bills_with_prices_an_import_changed_meanwhile(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    importer = psycopg.connect(settings.psycopg_dsn)
+    importer.execute("SELECT 1")  # a transaction is open: the import runs in it, uncommitted
+    entries = load_price_file(write_price_file(tmp_path, SONNET_UP, "fix.yaml"))
+    billing.import_prices(importer, entries, replace_changed=True)  # October is not closed yet
+    with (
+        psycopg.connect(settings.psycopg_dsn, autocommit=True) as closer,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        closing = pool.submit(close, closer, "2026-10")  # reads the book before the import
+        deadline = time.monotonic() + 30
+        while not october.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the close did not wait for the import"
+            assert not closing.done(), closing.result()
+        importer.commit()
+        importer.close()
+        closing.result(timeout=60)
+    globex = invoice_rows(october, OCT)["globex"]["lines"]
+    input_prices = {line[6] for line in globex if line[1:4] == ("sonnet", "input", "standard")}
+    assert input_prices == {Decimal("3.00"), Decimal("2.50"), Decimal("4.00")}, "2.00 was stale"
+
+
+def test_a_dry_run_lists_the_invoices_a_correction_adjusts_and_changes_nothing(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    close(october, "2026-10")
+    numbers = {t: row["number"] for t, row in invoice_rows(october, OCT).items()}
+    prices = october.execute("SELECT * FROM price_entries ORDER BY entry_id").fetchall()
+    written = marks(october)
+    fix = write_price_file(tmp_path, SONNET_UP, "fix.yaml")
+
+    refused = metering(settings, "prices", "import", str(fix), "--replace")
+    assert refused.returncode == 2
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "already invoiced" in refused.stderr
+    assert "--correct-invoiced" in refused.stderr and "--dry-run" in refused.stderr
+
+    out = ok(metering(settings, "prices", "import", str(fix), "--replace", "--dry-run"))
+    globex = expected_october()["globex"]["subtotal"]
+    more = Decimal("0.60")
+    globex_adjustment = more + discount_of(globex, 10) - discount_of(globex + more, 10)
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in TENANTS
+    }
+    assert rows == {
+        "globex": ["globex", "2026-10", numbers["globex"], str(globex_adjustment), "USD", "5"],
+        "wayne": ["wayne", "2026-10", numbers["wayne"], "0.20", "USD", "2"],
+    }
+    assert "would add 0 prices, replace 2" in out
+    assert "to import it, pass --correct-invoiced" in out
+
+    assert october.execute("SELECT * FROM price_entries ORDER BY entry_id").fetchall() == prices
+    assert marks(october) == written
+    close(october, "2026-11", force=True)
+    assert "globex" not in invoice_rows(october, NOV), "nothing was corrected"
+
+
+def test_a_dry_run_of_a_normal_import_says_what_it_would_store(
+    conn: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    out = ok(metering(settings, "prices", "import", str(write_price_file(tmp_path)), "--dry-run"))
+    assert "would add 21 prices, replace 0, leave 0 unchanged" in out
+    assert "  add sonnet input standard: 2.00 USD per 1M from 2026-10-15T00:00:00Z" in out
+    assert conn.execute("SELECT count(*) FROM price_entries").fetchone() == (0,)
+
+
+def test_adding_a_model_without_a_price_in_effect_warns(
+    october: psycopg.Connection, settings: Settings
+) -> None:
+    added = metering(settings, "models", "add", "grok-9", "--provider", "xai")
+    assert added.returncode == 0
+    (warning,) = added.stderr.strip().splitlines()
+    assert warning.startswith("warning: model grok-9 has no price in effect now")
+    assert "metering prices import" in warning
+    priced = metering(settings, "models", "add", "sonnet", "--provider", "anthropic")
+    assert "already exists" in ok(priced)
+    assert priced.stderr == "", "sonnet has prices"
 
 
 # --- contracts -----------------------------------------------------------------------------------

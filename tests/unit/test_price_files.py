@@ -18,6 +18,7 @@ from metering.price_files import (
     parse_price_csv,
     parse_price_yaml,
     plan_import,
+    repricings,
 )
 from metering.pricing import PriceBook, PriceEntry, TokenClass
 from metering.traffic import DEMO_MODELS
@@ -130,6 +131,56 @@ def test_an_import_plan_tells_new_entries_from_changed_ones() -> None:
         (Decimal("8.00"), Decimal("7.00"))
     ]
     assert not plan.is_noop
+
+
+def price(
+    model: str, token_class: str, amount: str, start: int, end: int | None = None
+) -> PriceEntry:
+    """A standard-tier USD price from month ``start`` of 2026 (until month ``end``)."""
+    return PriceEntry(
+        model,
+        TokenClass(token_class),
+        "standard",
+        "USD",
+        Decimal(amount),
+        datetime(2026, start, 1, tzinfo=UTC),
+        datetime(2026, end, 1, tzinfo=UTC) if end else None,
+    )
+
+
+def spans(
+    stored: list[PriceEntry], incoming: list[PriceEntry]
+) -> list[tuple[str, int, int | None]]:
+    """What an import reprices, as (entry, first month, month it ends or None)."""
+    return [
+        (r.entry.describe(), r.since.month, r.until.month if r.until else None)
+        for r in repricings(stored, plan_import(stored, incoming))
+    ]
+
+
+def test_a_new_price_for_a_priced_model_reprices_its_own_span_and_a_new_model_nothing() -> None:
+    stored = [price("m", "input", "2.00", 1), price("m", "output", "8.00", 1)]
+    incoming = [
+        *stored,
+        price("m", "cached_input", "0.50", 10, 12),  # m was billed: its cached reads change
+        price("new", "input", "1.00", 1),  # nothing can have billed a model without prices
+        price("new", "output", "2.00", 1),
+    ]
+    assert spans(stored, incoming) == [("m cached_input standard", 10, 12)]
+
+
+def test_a_changed_price_reprices_from_its_start_and_a_changed_end_between_the_ends() -> None:
+    stored = [price("m", "input", "2.00", 1), price("m", "output", "8.00", 1, 11)]
+    incoming = [price("m", "input", "1.80", 1, 10), price("m", "output", "8.00", 1, 9)]
+    assert spans(stored, incoming) == [
+        ("m input standard", 1, None),  # other price from January, and gone after October
+        ("m output standard", 9, 11),  # the same price, ending two months earlier
+    ]
+
+
+def test_importing_the_stored_prices_again_reprices_nothing() -> None:
+    stored = [price("m", "input", "2.00", 1), price("m", "output", "8.00", 1)]
+    assert spans(stored, list(stored)) == []
 
 
 def test_a_yaml_file_and_a_csv_file_of_the_same_prices_load_equal_entries(tmp_path: Path) -> None:
