@@ -28,8 +28,9 @@ from psycopg.conninfo import make_conninfo
 from metering.config import PROJECT_ROOT, Settings
 from metering.db import billing, catalog, migrate
 from metering.db.ledger import Ledger, SourceRecord
-from metering.events import Catalog, parse_event
+from metering.events import Catalog, UsageEvent, parse_event
 from metering.price_files import load_price_file
+from metering.services import PostgresServer
 
 TENANTS = ("acme", "globex")
 # Every view a tenant login may read; each has a tenant_id column but revenue_by_model_daily.
@@ -313,8 +314,8 @@ def test_grant_login_creates_the_role_and_revoke_login_takes_the_rows_away(
     world: psycopg.Connection, settings: Settings, login_roles: Logins
 ) -> None:
     role = login_roles.new_role("portal")
-    result = metering(settings, "tenants", "grant-login", "--tenant", "acme", "--role", role,
-                      "--password-stdin", stdin="correct horse\n")  # fmt: skip
+    grant = ["tenants", "grant-login", "--tenant", "acme", "--role", role, "--password-stdin"]
+    result = metering(settings, *grant, stdin="correct horse\n")
     assert result.returncode == 0, result.stderr
     assert f"role {role} created (LOGIN)" in result.stdout
     can_login, verifier = world.execute(
@@ -390,7 +391,7 @@ def test_the_reader_reads_every_tenants_alerts_and_cannot_create_temporary_objec
 
 
 def test_a_database_migrated_by_its_own_unprivileged_owner_still_stages_ingest_in_a_temp_table(
-    postgres: Any, base_settings: Settings, login_roles: Logins
+    postgres: PostgresServer, base_settings: Settings, login_roles: Logins
 ) -> None:
     """In production the application is the database's owner, not a superuser: revoking
     TEMPORARY from PUBLIC must leave it the staging table the worker COPYs batches into."""
@@ -415,8 +416,7 @@ def test_a_database_migrated_by_its_own_unprivileged_owner_still_stages_ingest_i
             ).fetchone() == (False, False)
             catalog.add_tenants(conn, [catalog.TenantRow("acme", "Acme")])
             catalog.add_models(conn, [catalog.ModelRow("m1", "meta", "M1")])
-        outcome = asyncio.run(ingest_one_event(dsn))
-        assert outcome == 1
+        assert asyncio.run(ingest_one_event(dsn)) == 1
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -435,11 +435,12 @@ async def ingest_one_event(dsn: str) -> int:
         }
     )
     event = parse_event(raw, catalog=Catalog(frozenset({"acme"}), frozenset({"m1"})), now=now)
+    assert isinstance(event, UsageEvent), event
     record = SourceRecord("usage.events", 0, 0, b"acme", raw)
     ledger = Ledger(dsn)
     try:
         async with await ledger.batch([record]) as batch:
-            outcome = await batch.write([(record, event)], [])  # type: ignore[list-item]
+            outcome = await batch.write([(record, event)], [])
     finally:
         await ledger.close()
     return outcome.accepted
