@@ -15,6 +15,7 @@ import typer
 from metering import reports
 from metering.cli_bench import register as register_bench
 from metering.cli_billing import register as register_billing
+from metering.cli_logins import register as register_logins
 from metering.cli_quota import register as register_quota
 from metering.cli_support import FormatOption, database, fail, friendly_errors
 from metering.config import get_settings
@@ -427,6 +428,8 @@ register_quota(app)
 register_bench(app)
 
 register_billing(app, tenants_app)
+
+register_logins(tenants_app)
 
 if __name__ == "__main__":
     app()

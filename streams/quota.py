@@ -12,6 +12,7 @@ from the rows that changed a few times a second, so any worker can answer
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -193,6 +194,14 @@ class QuotaService(Service):
         await self.publisher.publish(effects)
 
 
+def _bearer_matches(header: str | None, token: str) -> bool:
+    """Compared in constant time, so that how long a refusal takes does not tell a caller
+    how much of a guessed token was right. Bytes, since ``compare_digest`` refuses
+    non-ASCII text and a header may carry any."""
+    given = (header or "").encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(given, f"Bearer {token}".encode("utf-8", "surrogatepass"))
+
+
 def register_quota_api(app: faust.App, settings: Settings, quotas: QuotaService) -> None:
     """``GET /v1/quota/{tenant_id}[?model=M]`` for a gateway that asks before a request."""
     token = settings.quota_api_token
@@ -200,7 +209,7 @@ def register_quota_api(app: faust.App, settings: Settings, quotas: QuotaService)
     @app.page("/v1/quota/{tenant_id}")
     class QuotaAnswer(View):  # type: ignore[misc]
         async def get(self, request: Request, tenant_id: str) -> Response:
-            if token and request.headers.get("Authorization") != f"Bearer {token}":
+            if token and not _bearer_matches(request.headers.get("Authorization"), token):
                 return self.json(
                     {"error": "unauthorized", "detail": "send Authorization: Bearer <token>"},
                     status=401,

@@ -13,13 +13,16 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from metering.config import PROJECT_ROOT, Settings
-from metering.db import migrate
+from metering.db import logins, migrate
 from metering.kafka_admin import delete_topics, worker_topics
 from metering.services import KafkaBroker, PostgresServer
 from metering.services.process import free_port
@@ -176,3 +179,52 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
     for worker in workers:
         if worker.proc.poll() is None:
             worker.kill()
+
+
+@dataclass
+class Logins:
+    """Real login roles for one test, and connections that log in as them. Roles are shared
+    by every database of the server, so their names are unique and they are dropped after
+    the test (with the privileges the test granted them in its database)."""
+
+    settings: Settings
+    roles: list[str] = field(default_factory=list)
+    connections: list[psycopg.Connection] = field(default_factory=list)
+
+    def new_role(self, prefix: str = "login") -> str:
+        """A fresh role name; ``grant`` (or the test) creates the role."""
+        role = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        self.roles.append(role)
+        return role
+
+    def grant(self, tenant_id: str, role: str | None = None) -> str:
+        """Makes ``role`` (a new one by default) a login of ``tenant_id``; its name."""
+        role = role or self.new_role(tenant_id)
+        with psycopg.connect(self.settings.psycopg_dsn) as admin:
+            logins.grant_login(admin, tenant_id, role)
+        return role
+
+    def connect(self, role: str) -> psycopg.Connection:
+        """A session that logged in as ``role`` (the local server trusts 127.0.0.1)."""
+        connection = psycopg.connect(
+            make_conninfo(self.settings.psycopg_dsn, user=role), autocommit=True
+        )
+        self.connections.append(connection)
+        return connection
+
+    def drop_all(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        with psycopg.connect(self.settings.psycopg_dsn, autocommit=True) as admin:
+            for role in self.roles:
+                if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                    admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def login_roles(settings: Settings) -> Iterator[Logins]:
+    """Login roles in the test's database (see ``Logins``)."""
+    roles = Logins(settings)
+    yield roles
+    roles.drop_all()

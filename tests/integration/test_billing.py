@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import Logins
 
 from metering.config import PROJECT_ROOT, Settings
 from metering.db import billing, catalog, migrate
@@ -1244,12 +1245,10 @@ def test_reporting_views_agree_with_the_invoices_and_the_usage(october: psycopg.
 def as_role(settings: Settings) -> Iterator[Any]:
     connections: list[psycopg.Connection] = []
 
-    def connect(role: str, tenant: str | None = None) -> psycopg.Connection:
+    def connect(role: str) -> psycopg.Connection:
         connection = psycopg.connect(settings.psycopg_dsn, autocommit=True)
         connections.append(connection)
         connection.execute(f"SET ROLE {role}")
-        if tenant is not None:
-            connection.execute("SELECT set_config('metering.tenant_id', %s, false)", (tenant,))
         return connection
 
     yield connect
@@ -1300,9 +1299,11 @@ def test_the_reader_reads_reporting_and_nothing_else(
             reader.execute(statement)
 
 
-def test_a_tenant_sees_only_its_own_rows(october: psycopg.Connection, as_role: Any) -> None:
+def test_a_tenant_login_sees_only_its_own_rows(
+    october: psycopg.Connection, login_roles: Logins, as_role: Any
+) -> None:
     close(october, "2026-10")
-    globex = as_role("metering_tenant", "globex")
+    globex = login_roles.connect(login_roles.grant("globex"))
     for view in ("usage_hourly", "usage_daily", "invoices", "invoice_lines"):
         tenants = {r[0] for r in globex.execute(f"SELECT tenant_id FROM reporting.{view}")}
         assert tenants == {"globex"}, view
@@ -1312,7 +1313,7 @@ def test_a_tenant_sees_only_its_own_rows(october: psycopg.Connection, as_role: A
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         globex.execute("SELECT * FROM public.invoices")
 
-    nobody = as_role("metering_tenant")
+    nobody = as_role("metering_tenant")  # a session that logged in as no tenant's login
     assert nobody.execute("SELECT count(*) FROM reporting.invoices").fetchone() == (0,)
     assert nobody.execute("SELECT count(*) FROM reporting.usage_hourly").fetchone() == (0,)
 

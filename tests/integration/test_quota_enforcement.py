@@ -163,6 +163,9 @@ def test_the_quota_endpoint_says_404_for_an_unknown_tenant_and_needs_its_token(
     worker.wait_for_log("Worker]: Ready")
 
     assert ask(settings, TENANT)[0] == 401
+    for wrong in ("s3cre", "s3cretX", "S3CRET", "s3cr\u00e9t"):  # short, long, case, non-ASCII
+        status, answer = ask(settings, TENANT, token=wrong)
+        assert (status, answer["error"]) == (401, "unauthorized"), wrong
     status, answer = ask(settings, "nobody", token="s3cret")
     assert (status, answer["error"]) == (404, "unknown_tenant")
     status, answer = ask(settings, "globex", token="s3cret")
