@@ -17,15 +17,15 @@
   privileges belong to the database, so ``CREATE DATABASE ... TEMPLATE`` does not copy
   this; run the REVOKE again in a copy (docs/reports.md).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-26
 """
 
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
