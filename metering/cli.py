@@ -119,11 +119,17 @@ def db_current() -> None:
 def worker() -> None:
     """Run the stream worker: consume usage events, write the ledger, dead-letter bad input.
 
-    Stops cleanly on SIGTERM or Ctrl-C. Run several to share the load (same consumer group).
+    Stops cleanly on SIGTERM or Ctrl-C. Run several to share the load (same consumer group);
+    with METERING_WORKER_WEB_PORT unset, each takes the first free HTTP port from 6066.
     """
     from streams.main import run_worker
+    from streams.web import WebPortError
 
-    sys.exit(run_worker(get_settings()))
+    try:
+        code = run_worker(get_settings())
+    except WebPortError as exc:
+        raise fail(str(exc)) from None
+    sys.exit(code)
 
 
 # --- catalogs -------------------------------------------------------------------------
