@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from metering.events import ValidationPolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_BUNDLE = Path(__file__).resolve().parent / "_bundled"
+RESOURCE_ROOT = _BUNDLE if _BUNDLE.is_dir() else PROJECT_ROOT
+"""Where ``alembic.ini``, ``migrations/`` and ``prices/`` are: inside an installed wheel
+(package ``metering._bundled``, see setup.py), else at the top of the checkout."""
 
 
 class Settings(BaseSettings):
