@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 
 from metering.config import Settings
+from streams.web import DEFAULT_PORT
 
 
 def create_app(settings: Settings, *, web_port: int | None) -> faust.App:
@@ -22,7 +23,7 @@ def create_app(settings: Settings, *, web_port: int | None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=web_port is not None,
-        **({"web_port": web_port} if web_port is not None else {}),
+        web_port=web_port or DEFAULT_PORT,  # unused when the web server is off
         web_bind=settings.worker_web_host,
         web_host=settings.worker_web_host,
         broker_session_timeout=settings.session_timeout_s,
