@@ -58,7 +58,11 @@ def serve_on(app: faust.App, sock: socket.socket, *, requested: int | None) -> N
 
 
 class _SocketWeb(Web):  # type: ignore[misc]
-    """Faust's aiohttp web server, serving on a socket that is already listening."""
+    """Faust's aiohttp web server, serving on a socket that is already listening.
+
+    Overrides the driver's ``_new_transport_tcp``, Faust's one place that binds the port
+    (faust-streaming is pinned exactly; tests/integration/test_platform.py runs two workers).
+    """
 
     def __init__(
         self, app: faust.App, *, sock: socket.socket, requested: int | None, **kwargs: Any
