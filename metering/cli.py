@@ -7,7 +7,7 @@ import re
 import sys
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -21,10 +21,11 @@ from metering.cli_support import FormatOption, database, fail, friendly_errors
 from metering.config import get_settings
 from metering.db import billing, catalog
 from metering.events import REASONS
+from metering.invoicing import period_from_label
 from metering.output import Format, render
 from metering.reports import TOKEN_COLUMNS, UsageFilter, UsageGrouping
 from metering.services import env_lines, local_services
-from metering.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants
+from metering.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants, period_span
 
 TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 USAGE_COLUMNS = ("events", *TOKEN_COLUMNS)
@@ -120,11 +121,17 @@ def db_current() -> None:
 def worker() -> None:
     """Run the stream worker: consume usage events, write the ledger, dead-letter bad input.
 
-    Stops cleanly on SIGTERM or Ctrl-C. Run several to share the load (same consumer group).
+    Stops cleanly on SIGTERM or Ctrl-C. Run several to share the load (same consumer group);
+    with METERING_WORKER_WEB_PORT unset, each takes the first free HTTP port from 6066.
     """
     from streams.main import run_worker
+    from streams.web import WebPortError
 
-    sys.exit(run_worker(get_settings()))
+    try:
+        code = run_worker(get_settings())
+    except WebPortError as exc:
+        raise fail(str(exc)) from None
+    sys.exit(code)
 
 
 # --- catalogs -------------------------------------------------------------------------
@@ -372,6 +379,13 @@ def produce(
         float | None, typer.Option(help="Messages per second (default: flat out).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same traffic.")] = 42,
+    period: Annotated[
+        str | None,
+        typer.Option(
+            help="Events occur across this calendar month, YYYY-MM, as far back as ingest"
+            " accepts (METERING_BACKDATING_DAYS) and not after now (default: the last hour)."
+        ),
+    ] = None,
 ) -> None:
     """Generate realistic usage traffic and print the totals a correct pipeline must show.
 
@@ -381,9 +395,23 @@ def produce(
     from metering.producer import produce as send_all
 
     settings = get_settings()
+    now = datetime.now(UTC)
+    occurred_from = None
     try:
+        if period is not None:
+            month = period_from_label(period)
+            backdating = timedelta(days=settings.backdating_days)
+            occurred_from, now = period_span(month.start, month.end, now, backdating)
         spec = TrafficSpec(
-            events, tenants, models, duplicates, invalid, late, seed, datetime.now(UTC)
+            events,
+            tenants,
+            models,
+            duplicates,
+            invalid,
+            late,
+            seed,
+            now,
+            occurred_from=occurred_from,
         )
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from metering.events import ValidationPolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_BUNDLE = Path(__file__).resolve().parent / "_bundled"
+RESOURCE_ROOT = _BUNDLE if _BUNDLE.is_dir() else PROJECT_ROOT
+"""Where ``alembic.ini``, ``migrations/`` and ``prices/`` are: inside an installed wheel
+(package ``metering._bundled``, see setup.py), else at the top of the checkout."""
 
 
 class Settings(BaseSettings):
@@ -52,7 +56,13 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         10.0, description="how soon a crashed worker's partitions move to the others"
     )
-    worker_web_port: int = 6066
+    worker_web_port: int | None = Field(
+        None,
+        description="the worker's HTTP port (quota API); unset: 6066 or the next free one; 0: none",
+    )
+    worker_data_dir: Path | None = Field(
+        None, description="Faust's data dir; default <state_dir>/worker/<app id>"
+    )
     quota_api_token: str = Field("", description="bearer token for GET /v1/quota; none if empty")
     worker_web_host: str = "127.0.0.1"
     log_level: str = "info"
@@ -86,13 +96,22 @@ class Settings(BaseSettings):
         """Faust's own app id and consumer group; ingest consumes as ``group_id``."""
         return f"{self.group_id}-app"
 
+    @property
+    def faust_data_dir(self) -> Path:
+        """Where Faust keeps its files: one folder per app, like Faust's own default, but
+        under the state dir rather than the working directory (which may not be writable,
+        as in the Docker image)."""
+        return self.worker_data_dir or self.state_dir / "worker" / self.faust_app_id
+
     def child_env(self) -> dict[str, str]:
         """This process's environment with every setting made explicit, for a child
         `metering` process (a worker, a command) that must use exactly these settings."""
         env = dict(os.environ)
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if value is not None:
+            if value is None:
+                env.pop(f"METERING_{name.upper()}", None)
+            else:
                 env[f"METERING_{name.upper()}"] = str(value)
         return env
 

@@ -3,7 +3,8 @@
 Pure: the same ``TrafficSpec`` (seed included) yields the same bytes, and nothing here
 touches Kafka (``metering.producer.produce`` sends the messages). A run mixes
 
-- ``valid``: events that occurred in the hour before ``spec.now``;
+- ``valid``: events that occurred in the hour before ``spec.now`` (with
+  ``spec.occurred_from``: anywhere from then to ``spec.now``, e.g. across last month);
 - ``late``: valid events that occurred 1 to 72 hours before ``spec.now`` (still billed);
 - ``duplicate``: a byte-for-byte resend of a recent valid message, as a producer retry;
 - ``invalid``: messages the pipeline must reject: not JSON, negative tokens, cached above
@@ -46,6 +47,13 @@ _T = TypeVar("_T")
 UNKNOWN_MODEL = "no-such-model"
 RECENT_VALID_KEPT = 4096
 """How many recent valid messages are kept to be resent as duplicates."""
+VALID_AGE = timedelta(hours=1)
+"""How long ago a ``valid`` event occurred at most (unless the spec gives a time span)."""
+LATE_AGE = (timedelta(hours=1), timedelta(hours=72))
+"""How long ago a ``late`` event occurred: at least, and less than."""
+ARRIVAL_MARGIN = timedelta(hours=1)
+"""How far inside the backdating window ``period_span`` keeps events, so that they are
+still accepted when they reach the worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,9 @@ class TrafficSpec:
     now: datetime
     tenant_ids: Sequence[str] | None = None
     model_ids: Sequence[str] | None = None
+    occurred_from: datetime | None = None
+    """With it, every event occurred in ``[occurred_from, now)``: ``valid`` ones anywhere in
+    it, ``late`` ones 1 to 72 hours before ``now`` but not before ``occurred_from``."""
 
     def __post_init__(self) -> None:
         if self.events < 0:
@@ -125,7 +136,16 @@ class TrafficSpec:
             raise ValueError("duplicates + invalid + late must not exceed 1")
         if self.now.utcoffset() is None:
             raise ValueError("now must be timezone-aware")
+        if self.occurred_from is not None:
+            if self.occurred_from.utcoffset() is None:
+                raise ValueError("occurred_from must be timezone-aware")
+            if self.occurred_from >= self.now:
+                raise ValueError("occurred_from must be before now")
         counts = self.counts()
+        if counts["late"] and self.occurred_from and self.now - self.occurred_from <= LATE_AGE[0]:
+            raise ValueError(
+                "the time span is shorter than a late event's age (1 h): set late to 0"
+            )
         if counts["duplicate"] and not counts["valid"]:
             raise ValueError("duplicates need at least one valid event to resend")
 
@@ -263,6 +283,9 @@ class _EventSampler:
     def __init__(self, rng: random.Random, spec: TrafficSpec) -> None:
         self.rng = rng
         self.now = spec.now
+        span = spec.now - spec.occurred_from if spec.occurred_from else None
+        self.valid_age_ms = _ms(span or VALID_AGE)
+        self.late_age_ms = (_ms(LATE_AGE[0]), _ms(min(LATE_AGE[1], span or LATE_AGE[1])))
         self.tenants = list(spec.tenant_ids or demo_tenants(spec.tenants))
         model_ids = spec.model_ids or [m.model_id for m in DEMO_MODELS[: spec.models]]
         self.models = [
@@ -277,9 +300,9 @@ class _EventSampler:
         tenant = _pick(rng, self.tenants, self.tenant_cum_weights)
         model = _pick(rng, self.models, self.model_cum_weights)
         if late:
-            age = timedelta(milliseconds=rng.randrange(3_600_000, 72 * 3_600_000))
+            age = timedelta(milliseconds=rng.randrange(*self.late_age_ms))
         else:
-            age = timedelta(milliseconds=rng.randrange(1, 3_600_000))
+            age = timedelta(milliseconds=rng.randrange(1, self.valid_age_ms))
         tier = _pick(rng, self.TIERS, self.TIER_CUM_WEIGHTS)
         return usage_event(
             tenant_id=tenant,
@@ -308,6 +331,27 @@ class _EventSampler:
             output = _clamp(rng.lognormvariate(math.log(250), 1.0), 1, self.MAX_OUTPUT)
             reasoning = 0
         return TokenUsage(input_tokens, output, cached, cache_write, reasoning)
+
+
+def period_span(
+    start: datetime, end: datetime, now: datetime, backdating: timedelta
+) -> tuple[datetime, datetime]:
+    """The part of ``[start, end)`` in which events sent ``now`` may have occurred: not in
+    the future, and ``ARRIVAL_MARGIN`` inside the backdating window, which ingest enforces.
+    ``ValueError`` when no part is left."""
+    earliest = now - backdating + ARRIVAL_MARGIN
+    span = (max(start, earliest), min(end, now))
+    if span[0] >= span[1]:
+        raise ValueError(
+            f"events of {start:%Y-%m-%d} to {end:%Y-%m-%d} cannot be sent now: ingest accepts"
+            f" events from {earliest:%Y-%m-%d %H:%M} UTC on (METERING_BACKDATING_DAYS) and"
+            " none from the future"
+        )
+    return span
+
+
+def _ms(duration: timedelta) -> int:
+    return duration // timedelta(milliseconds=1)
 
 
 def _pick(rng: random.Random, items: Sequence[_T], cum_weights: Sequence[float]) -> _T:

@@ -8,16 +8,24 @@ from faust.worker import Worker
 
 from metering.config import Settings
 from metering.kafka_admin import ensure_topics
+from streams import web
 from streams.app import create_app
 from streams.ingest import IngestService
 from streams.quota import QuotaRules, QuotaService, register_quota_api
 
 
 def run_worker(settings: Settings) -> int:
-    """Runs until SIGTERM/SIGINT; returns the process exit code."""
+    """Runs until SIGTERM/SIGINT; returns the process exit code.
+
+    Raises ``web.WebPortError`` before anything starts if the web port cannot be had.
+    """
+    requested = settings.worker_web_port
+    sock = web.listen(settings.worker_web_host, requested) if requested != 0 else None
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its own
-    app = create_app(settings)
+    app = create_app(settings, web_port=sock.getsockname()[1] if sock else None)
+    if sock is not None:
+        web.serve_on(app, sock, requested=requested)
     rules = QuotaRules()
     quotas = QuotaService(settings, rules)
     register_quota_api(app, settings, quotas)

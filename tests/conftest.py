@@ -123,13 +123,13 @@ def settings(base_settings: Settings, database: str, kafka: KafkaBroker) -> Iter
 class WorkerProcess:
     """A real `metering worker` process, stopped gently or killed like a crash."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, cwd: Path = PROJECT_ROOT) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "metering.cli", "worker"],
             env=settings.child_env(),
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -165,13 +165,13 @@ class WorkerProcess:
 def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
     workers: list[WorkerProcess] = []
 
-    def start(worker_settings: Settings | None = None) -> WorkerProcess:
-        """Starts a worker; the first one serves HTTP on the settings' port, later ones
-        on ports of their own."""
+    def start(worker_settings: Settings | None = None, cwd: Path = PROJECT_ROOT) -> WorkerProcess:
+        """Starts a worker in ``cwd``; the first one serves HTTP on the settings' port,
+        later ones on ports of their own (unless the port is left for them to choose)."""
         chosen = worker_settings or settings
-        if workers:
+        if workers and chosen.worker_web_port:
             chosen = chosen.model_copy(update={"worker_web_port": free_port()})
-        worker = WorkerProcess(chosen, tmp_path / f"worker-{len(workers)}.log")
+        worker = WorkerProcess(chosen, tmp_path / f"worker-{len(workers)}.log", cwd)
         workers.append(worker)
         return worker
 

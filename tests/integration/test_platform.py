@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
+import re
+import socket
 import subprocess
+import sys
+import urllib.error
+import urllib.request
 import uuid
+from pathlib import Path
 
-import pytest
+import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
+from conftest import WorkerProcess
 
-from metering.config import PROJECT_ROOT, Settings
+from metering.config import Settings
 from metering.db import migrate
 from metering.services import KafkaBroker
 
@@ -93,17 +99,70 @@ def test_the_worker_joins_its_consumer_group(settings: Settings, start_worker) -
     assert worker.terminate() == 0
 
 
-def _has_compose() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+QUOTA_API_LOG = re.compile(r"quota API on http://127\.0\.0\.1:(\d+)")
 
 
-@pytest.mark.skipif(not _has_compose(), reason="no `docker compose` client on this machine")
-def test_docker_compose_config_accepts_the_file() -> None:
-    result = subprocess.run(
-        ["docker", "compose", "-f", str(PROJECT_ROOT / "docker-compose.yml"), "config", "-q"],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
+def quota_api_port(worker: WorkerProcess) -> int:
+    [port] = QUOTA_API_LOG.findall(worker.log())
+    return int(port)
+
+
+def ask_quota_api(port: int, tenant: str) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/quota/{tenant}", timeout=5):
+            raise AssertionError("an unknown tenant was answered 200")
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+def test_two_workers_on_one_host_each_serve_the_quota_api_on_a_port_of_their_own(
+    settings: Settings, start_worker
+) -> None:
+    unset = settings.model_copy(update={"worker_web_port": None})  # METERING_WORKER_WEB_PORT
+    first = start_worker(unset)
+    first.wait_for_log("Worker]: Ready")
+    second = start_worker(unset)
+    second.wait_for_log("Worker]: Ready")
+
+    ports = {quota_api_port(first), quota_api_port(second)}
+    assert len(ports) == 2
+    assert "set METERING_WORKER_WEB_PORT" in second.log()  # it says why it took another
+    for port in ports:
+        assert ask_quota_api(port, "nobody") == (
+            404,
+            {"error": "unknown_tenant", "detail": "no tenant 'nobody'"},
+        )
+    assert first.terminate() == 0
+    assert second.terminate() == 0
+
+
+def test_a_worker_given_a_port_that_is_taken_says_in_one_line_which_variable_to_set(
+    settings: Settings,
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = settings.model_copy(update={"worker_web_port": taken.getsockname()[1]})
+        result = subprocess.run(
+            [sys.executable, "-m", "metering.cli", "worker"],
+            env=busy.child_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: port {busy.worker_web_port} on 127.0.0.1")
+    assert "set METERING_WORKER_WEB_PORT to a free port" in line
+
+
+def test_the_worker_keeps_its_files_under_the_state_dir_not_in_the_working_directory(
+    settings: Settings, start_worker, tmp_path: Path
+) -> None:
+    """As in the Docker image, where the working directory is not the worker's to write."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    state = settings.model_copy(update={"state_dir": tmp_path / "state"})
+    worker = start_worker(state, cwd=cwd)
+    worker.wait_for_log("Worker]: Ready")
+    assert worker.terminate() == 0
+    assert list(cwd.iterdir()) == []
+    assert (tmp_path / "state" / "worker" / settings.faust_app_id).is_dir()

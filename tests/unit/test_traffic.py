@@ -16,6 +16,7 @@ from metering.traffic import (
     UsageTotals,
     demo_tenants,
     generate,
+    period_span,
 )
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -207,6 +208,62 @@ def test_late_events_occurred_one_to_seventy_two_hours_before_now(run):
         assert timedelta(hours=1) <= age <= timedelta(hours=72)
 
 
+def occurred(spec: TrafficSpec) -> dict[str, list[datetime]]:
+    """When the valid and the late events of ``spec`` occurred."""
+    times: dict[str, list[datetime]] = {"valid": [], "late": []}
+    for message in generate(spec):
+        if message.kind in times:
+            times[message.kind].append(
+                datetime.fromisoformat(orjson.loads(message.value)["occurred_at"])
+            )
+    return times
+
+
+def test_with_a_time_span_every_event_occurred_within_it_spread_over_all_of_it():
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    times = occurred(replace(SPEC, events=5_000, now=end, occurred_from=start))
+    assert all(start <= t < end for t in times["valid"] + times["late"])
+    assert min(times["valid"]) < start + timedelta(days=2)  # not only the last hour
+    assert max(times["valid"]) > end - timedelta(days=2)
+    assert all(end - timedelta(hours=72) <= t <= end - timedelta(hours=1) for t in times["late"])
+
+
+def test_late_events_never_occur_before_a_time_span_shorter_than_their_age():
+    start, end = NOW - timedelta(hours=5), NOW
+    times = occurred(replace(SPEC, events=2_000, occurred_from=start))
+    assert times["late"]
+    assert all(start <= t <= end - timedelta(hours=1) for t in times["late"])
+
+
+def test_a_past_month_is_cut_to_what_the_backdating_window_accepts():
+    nov, dec = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    on_the_first = datetime(2026, 12, 1, 8, 52, tzinfo=UTC)
+    assert period_span(nov, dec, on_the_first, timedelta(days=35)) == (nov, dec)
+    late_in_december = datetime(2026, 12, 20, tzinfo=UTC)
+    assert period_span(nov, dec, late_in_december, timedelta(days=35)) == (
+        datetime(2026, 11, 15, 1, tzinfo=UTC),  # 35 days back, plus an hour to arrive in
+        dec,
+    )
+
+
+def test_the_current_month_ends_now():
+    dec, jan = datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    now = datetime(2026, 12, 10, tzinfo=UTC)
+    assert period_span(dec, jan, now, timedelta(days=35)) == (dec, now)
+
+
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC)),  # too old
+        (datetime(2027, 1, 1, tzinfo=UTC), datetime(2027, 2, 1, tzinfo=UTC)),  # the future
+    ],
+)
+def test_a_month_that_ingest_would_refuse_entirely_is_refused(start, end):
+    with pytest.raises(ValueError, match="METERING_BACKDATING_DAYS"):
+        period_span(start, end, datetime(2026, 12, 1, 9, tzinfo=UTC), timedelta(days=35))
+
+
 def test_timestamps_are_rfc3339_in_utc_with_a_z(run):
     messages, _ = run
     event = orjson.loads(messages[0].value)
@@ -282,6 +339,9 @@ def test_event_ids_are_version_4_uuids(run):
         {"models": 0},
         {"tenants": 0},
         {"duplicates": 0.5, "invalid": 0.5, "late": 0.0},
+        {"occurred_from": NOW},
+        {"occurred_from": datetime(2025, 6, 1, 11)},
+        {"occurred_from": NOW - timedelta(minutes=30)},  # no room for late events
     ],
 )
 def test_an_impossible_spec_is_refused(change):
