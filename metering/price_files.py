@@ -44,7 +44,7 @@ from typing import Final
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from metering.config import PROJECT_ROOT
+from metering.config import RESOURCE_ROOT
 from metering.events import SERVICE_TIERS
 from metering.pricing import TOKEN_CLASSES, PriceBook, PriceBookError, PriceEntry
 
@@ -83,7 +83,7 @@ class PriceFileError(ValueError):
         self.problems = problems
 
 
-LIST_PRICES: Final = PROJECT_ROOT / "prices" / "list-prices.yaml"
+LIST_PRICES: Final = RESOURCE_ROOT / "prices" / "list-prices.yaml"
 """The platform's list prices, which price every model of the demo catalog."""
 
 
