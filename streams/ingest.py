@@ -40,7 +40,7 @@ from metering.db.catalog import CatalogCache
 from metering.db.ledger import BatchOutcome, Ledger, SourceRecord
 from metering.db.quota_store import QuotaEffects
 from metering.events import Rejection, UsageEvent, parse_event
-from streams.quota import QuotaPublisher, QuotaRules, billing_period
+from streams.quota import QuotaPublisher, QuotaRules
 
 log = logging.getLogger("metering.ingest")
 
@@ -119,11 +119,7 @@ class Ingest:
             try:
                 outcome = await batch.write(accepted, rejected)
                 effects = await quota_store.apply(
-                    batch.connection,
-                    self.rules.limits,
-                    self.rules.usages(batch.inserted_events),
-                    datetime.now(UTC),
-                    billing_period,
+                    batch.connection, batch.inserted_events, self.rules.usage, datetime.now(UTC)
                 )
             finally:
                 await delivered
