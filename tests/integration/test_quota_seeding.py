@@ -111,10 +111,10 @@ def test_a_limit_below_the_usage_already_in_the_period_blocks_at_once_and_alerts
     wait_until_processed(settings, worker, 41)
 
     said = set_limit(settings, "--kind", "tokens_per_period", "--limit", "1000000", "--hard")
-    assert "4100000 used this billing period" in said and "blocked" in said
     assert eventually(lambda: ask(settings, TENANT)[1]["allowed"] is False, timeout_s=3)
     limit = limit_answer(settings, LIMIT_ID)
     assert (limit["state"], limit["used"], limit["remaining"]) == ("blocked", 4_100_000, 0)
+    assert "4100000 used this billing period" in said and "blocked" in said
     assert eventually(lambda: latest_signal(settings).get("state") == "blocked")
     assert latest_signal(settings)["used"] == 4_100_000
     once = [(LIMIT_ID, 50, 4_100_000), (LIMIT_ID, 80, 4_100_000), (LIMIT_ID, 100, 4_100_000)]
