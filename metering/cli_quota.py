@@ -85,13 +85,14 @@ def _amount(kind: LimitKind, given: str) -> Amount:
     allowed = "a number of tokens" if not kind.is_spend else "an amount of money"
     if not amount.is_finite():
         raise fail(f"--limit {given!r} is not a number: give {allowed}, e.g. 1000000")
+    value: Amount = amount
     if not kind.is_spend:
         if amount != amount.to_integral_value():
             raise fail(f"--limit {given} for {kind.value} counts tokens: give a whole number")
         if amount.copy_abs() <= MAX_TOKEN_LIMIT:  # beyond, refused below without a huge int
-            amount = int(amount)
+            value = int(amount)
     try:
-        return limit_amount(kind, amount)
+        return limit_amount(kind, value)
     except ValueError as exc:
         raise fail(f"--limit {given} is out of range: {exc}") from None
 
