@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metering.cli_support import FormatOption, fail, friendly_errors
 from metering.config import get_settings
-from metering.db import billing
+from metering.db import billing, quota_store
 from metering.events import SERVICE_TIERS
 from metering.invoice_export import (
     LINE_FIELDS,
@@ -341,8 +341,11 @@ def tenants_set(
             else _decimal(minimum_commitment, "--minimum-commitment")
         )
     start = _moment(effective_from, "--effective-from", now().replace(microsecond=0))
-    with _connection() as conn:
+    with _connection() as conn, conn.transaction():
         contract, changed = billing.set_contract(conn, tenant_id, start, **changes)
+        # Quota periods are billing periods: a new anchor day moves them, in this transaction.
+        if changed:
+            quota_store.follow_anchor_day(conn, tenant_id)
     minimum = contract.minimum_commitment
     typer.echo(
         f"{tenant_id}: {'contract from' if changed else 'unchanged, contract from'}"

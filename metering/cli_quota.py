@@ -13,7 +13,15 @@ from metering.cli_support import FormatOption, database, fail, friendly_errors
 from metering.db import billing, quota_store
 from metering.invoicing import LineKind
 from metering.output import Format, render
-from metering.quotas import Limit, LimitKind
+from metering.quotas import (
+    MAX_THRESHOLD,
+    MAX_TOKEN_LIMIT,
+    Amount,
+    Limit,
+    LimitKind,
+    limit_amount,
+    limit_thresholds,
+)
 
 quota_app = typer.Typer(
     help="Quotas: limits that alert (soft) or block (hard). Effective within a second.",
@@ -33,40 +41,60 @@ def quota_set(
     kind: Annotated[LimitKind, typer.Option(help="What is limited.")],
     limit: Annotated[str, typer.Option(help="Tokens (an integer), or money for spend.")],
     model: Annotated[str | None, typer.Option(help="Only this model (default: all).")] = None,
-    hard: Annotated[bool, typer.Option("--hard/--soft", help="Block, or only alert.")] = False,
+    hard: Annotated[bool, typer.Option("--hard", help="Block once used up.")] = False,
+    soft: Annotated[bool, typer.Option("--soft", help="Only alert (the default).")] = False,
     thresholds: Annotated[
         str, typer.Option(help="Alert at these percentages, comma-separated.")
     ] = "50,80,100",
 ) -> None:
-    """Create or replace the limit for a tenant (and model) and kind."""
+    """Create or replace the limit for a tenant (and model) and kind.
+
+    The usage already in the current billing period counts at once, so a limit below it
+    blocks (hard) or alerts straight away.
+    """
+    if hard and soft:
+        raise fail("--hard and --soft contradict each other: give one (the default is --soft)")
+    amount = _amount(kind, limit)
     try:
-        amount = Decimal(limit)
-        percents = tuple(int(t) for t in thresholds.split(","))
-    except (InvalidOperation, ValueError):
+        percents = limit_thresholds(int(t) for t in thresholds.split(","))
+    except ValueError:
         raise fail(
-            f"--limit {limit!r} must be a number and --thresholds {thresholds!r} a list of"
-            " integer percentages like 50,80,100"
+            f"--thresholds {thresholds!r}: give whole percentages from 1 to {MAX_THRESHOLD},"
+            " comma-separated, like 50,80,100"
         ) from None
-    if not kind.is_spend and amount != amount.to_integral_value():
-        raise fail(f"--limit for {kind.value} counts tokens: use an integer, not {limit}")
-    try:
-        new = Limit(
-            limit_id=limit_id_for(tenant, model, kind),
-            tenant_id=tenant,
-            model=model,
-            kind=kind,
-            amount=amount if kind.is_spend else int(amount),
-            hard=hard,
-            thresholds=percents,
-        )
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    new = Limit(limit_id_for(tenant, model, kind), tenant, model, kind, amount, hard, percents)
     with database() as conn:
         known = conn.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant,)).fetchone()
         if not known:
             raise fail(f"no tenant {tenant!r}; add it with `metering tenants add {tenant}`")
-        quota_store.set_limit(conn, new)
-    typer.echo(f"limit {new.limit_id} set: {'hard' if hard else 'soft'} {new.amount}")
+        status = quota_store.set_limit(conn, new)
+    window = "this minute" if kind.per_minute else "this billing period"
+    typer.echo(
+        f"limit {new.limit_id} set: {'hard' if hard else 'soft'} {new.amount};"
+        f" {status.used} used {window} (until {status.resets_at.isoformat()}),"
+        f" {status.status.value}"
+    )
+
+
+def _amount(kind: LimitKind, given: str) -> Amount:
+    """``--limit`` as the kind's amount, or a one-line refusal that says what is allowed."""
+    try:
+        amount = Decimal(given.strip())
+    except InvalidOperation:
+        amount = Decimal("NaN")
+    allowed = "a number of tokens" if not kind.is_spend else "an amount of money"
+    if not amount.is_finite():
+        raise fail(f"--limit {given!r} is not a number: give {allowed}, e.g. 1000000")
+    value: Amount = amount
+    if not kind.is_spend:
+        if amount != amount.to_integral_value():
+            raise fail(f"--limit {given} for {kind.value} counts tokens: give a whole number")
+        if amount.copy_abs() <= MAX_TOKEN_LIMIT:  # beyond, refused below without a huge int
+            value = int(amount)
+    try:
+        return limit_amount(kind, value)
+    except ValueError as exc:
+        raise fail(f"--limit {given} is out of range: {exc}") from None
 
 
 @quota_app.command("list")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
@@ -134,6 +134,18 @@ def period_for(moment: datetime, anchor_day: int = 1) -> BillingPeriod:
         year, month = _previous_month(year, month)
         start = _anchor(year, month, anchor_day)
     return BillingPeriod(start, _anchor(*_next_month(year, month), anchor_day))
+
+
+def billing_period_of(anchor_day: int) -> Callable[[datetime], tuple[datetime, datetime]]:
+    """``period_for`` with the anchor day fixed, as ``(start, end)``: the ``period_of`` that
+    quotas take, so that quota periods are the invoice's periods."""
+    _check_anchor_day(anchor_day)
+
+    def period_of(moment: datetime) -> tuple[datetime, datetime]:
+        period = period_for(moment, anchor_day)
+        return period.start, period.end
+
+    return period_of
 
 
 def period_from_label(label: str, anchor_day: int = 1) -> BillingPeriod:
@@ -577,6 +589,15 @@ def contract_history(
         tenant_id, DEFAULT_CURRENCY, _DEFAULT_SINCE, effective_to=first, anchor_day=anchor
     )
     return (default, *history)
+
+
+def anchor_day_of(contracts: Sequence[Contract]) -> int:
+    """The anchor day of a tenant's billing periods: that of its latest contract version, or
+    1 (calendar months) without one. ``contract_history`` gives the default terms the first
+    version's day, and changing the day later is refused, so every version agrees and this
+    is the day of every period the tenant has been or will be invoiced for."""
+    latest = max(contracts, key=lambda c: c.effective_from, default=None)
+    return 1 if latest is None else latest.anchor_day
 
 
 UsageKey = tuple[str, str, bool]

@@ -11,7 +11,9 @@ time minutes for the per-minute limits), the thresholds already alerted in each 
 last signal sent, so that alerts and signals are not repeated after a restore.
 
 Usage is kept per model rather than per limit, so that a limit added, raised or scoped to a
-model in the middle of a period sees the usage of the whole period at once.
+model in the middle of a period sees the usage of the whole period at once. A tenant's first
+limit finds no state to read that from: ``seed_periods`` counts its periods from the usage the
+ledger already holds.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from metering.events import UsageEvent
+from metering.invoicing import billing_period_of
 
 Amount = int | Decimal
 """Tokens are ``int``; money is ``Decimal``, in the currency of the price book."""
@@ -37,6 +40,16 @@ PeriodOf = Callable[[datetime], tuple[datetime, datetime]]
 
 MINUTE: Final = timedelta(minutes=1)
 DEFAULT_THRESHOLDS: Final = (50, 80, 100)
+MAX_TOKEN_LIMIT: Final = 2**63 - 1
+"""The most tokens a limit can allow: the ledger's ``bigint`` counters, and the largest JSON
+integer every consumer of ``quota.state`` and the endpoint can read (64-bit)."""
+MAX_SPEND_LIMIT: Final = Decimal(10) ** 15
+"""Spend limits are below this (exclusive), with at most ``SPEND_LIMIT_PLACES`` decimals, and
+thresholds at most ``MAX_THRESHOLD``: so ``amount * threshold`` has at most 25 digits and is
+exact in ``Decimal``'s 28, and thresholds are compared exactly."""
+SPEND_LIMIT_PLACES: Final = 6
+_SPEND_LIMIT_QUANTUM: Final = Decimal(1).scaleb(-SPEND_LIMIT_PLACES)
+MAX_THRESHOLD: Final = 10_000
 STATE_JSON_VERSION: Final = 1
 
 _ZERO: Final = Decimal(0)
@@ -113,14 +126,8 @@ class Limit:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", LimitKind(self.kind))
-        object.__setattr__(self, "amount", _limit_amount(self.kind, self.amount))
-        thresholds = tuple(sorted(set(self.thresholds)))
-        if not thresholds or any(type(t) is not int or t <= 0 for t in thresholds):
-            raise ValueError(
-                f"limit {self.limit_id}: thresholds must be positive integer percentages,"
-                f" got {self.thresholds!r}"
-            )
-        object.__setattr__(self, "thresholds", thresholds)
+        object.__setattr__(self, "amount", limit_amount(self.kind, self.amount))
+        object.__setattr__(self, "thresholds", limit_thresholds(self.thresholds))
 
     @property
     def warning_percent(self) -> int:
@@ -159,17 +166,32 @@ class QuotaUsage:
             raise ValueError(f"estimated_cost must be a non-negative Decimal, got {cost!r}")
 
 
+def counted_tokens(input_tokens: int, output_tokens: int) -> int:
+    """The tokens quotas count; see ``QuotaUsage`` for why they are input + output."""
+    return input_tokens + output_tokens
+
+
 def usage_from_event(event: UsageEvent, *, estimated_cost: Decimal, accepted: bool) -> QuotaUsage:
-    """The quota view of a parsed event; see ``QuotaUsage`` for why tokens are in + out."""
+    """The quota view of a parsed event."""
     return QuotaUsage(
         event_id=event.event_id,
         tenant_id=event.tenant_id,
         model=event.model,
         occurred_at=event.occurred_at,
-        tokens=event.usage.input_tokens + event.usage.output_tokens,
+        tokens=counted_tokens(event.usage.input_tokens, event.usage.output_tokens),
         estimated_cost=estimated_cost,
         accepted=accepted,
     )
+
+
+class PastUsage(NamedTuple):
+    """Usage the ledger already holds, as quotas count it: say, one model's hour of
+    ``usage_hourly``, its tokens as ``counted_tokens`` and its estimated spend."""
+
+    at: datetime
+    model: str
+    tokens: int
+    spend: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +282,9 @@ class TenantQuotaState:
     ``signal`` is the last signal emitted, to decide whether the next one is worth sending.
     ``revision`` goes up by one with every change, so that of two stored copies (say, the
     table's changelog and a row written in the ledger's transaction) the newer can be told.
+    ``anchor_day`` is the day of the month the tenant's billing periods start on, which the
+    keys of ``periods`` follow: ``billing_period_of(state.anchor_day)`` is the ``period_of``
+    to pass with this state. ``seed_periods`` sets it.
     """
 
     tenant_id: str
@@ -269,10 +294,13 @@ class TenantQuotaState:
     minutes_from: datetime | None = None
     signal: QuotaSignal | None = None
     revision: int = 0
+    anchor_day: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "periods", MappingProxyType(dict(self.periods)))
         object.__setattr__(self, "minutes", MappingProxyType(dict(self.minutes)))
+        if type(self.anchor_day) is not int or not 1 <= self.anchor_day <= 31:
+            raise ValueError(f"anchor_day must be 1 to 31, got {self.anchor_day!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +413,74 @@ def reevaluate(
     now = _utc("now", now)
     pruned = _prune(state, now, period_of, policy)
     return _settle(state, pruned, own_limits, now, period_of, policy, [], [], None)
+
+
+def seed_since(now: datetime, anchor_day: int, *, policy: QuotaPolicy = DEFAULT_POLICY) -> datetime:
+    """Where the usage that ``seed_periods`` needs begins: the oldest retained period."""
+    return _retained_from(_utc("now", now), billing_period_of(anchor_day), policy)
+
+
+def seed_periods(
+    state: TenantQuotaState,
+    limits: Iterable[Limit],
+    usage: Iterable[PastUsage],
+    now: datetime,
+    anchor_day: int,
+    *,
+    policy: QuotaPolicy = DEFAULT_POLICY,
+) -> TenantQuotaState:
+    """The state with its period windows counted afresh from the ledger, on the billing
+    periods of ``anchor_day``: for a limit set mid-period, and when the anchor day changes.
+
+    ``usage`` is everything the ledger holds since ``seed_since(now, anchor_day)``; it
+    replaces what the windows counted, so seeding twice gives the same state. Alerts:
+
+    - In the current period (and any later one), thresholds already alerted stay alerted;
+      those the seeded usage reaches besides alert at the next evaluation (``reevaluate`` or
+      the next usage), once, as if the usage had just arrived.
+    - In earlier periods, the thresholds the seeded usage reaches are recorded as alerted,
+      without alerting: those periods were over before the limit was set, and a late event
+      for one of them must not alert them all then.
+
+    Minute windows are kept as they are (the ledger's aggregates are hourly). A new anchor
+    day rebuilds the period windows, including their floor; with the same one, the floor
+    only moves forward, as ever.
+    """
+    own_limits = _tenant_limits(state.tenant_id, limits)
+    now = _utc("now", now)
+    period_of = billing_period_of(anchor_day)
+    same_periods = anchor_day == state.anchor_day
+    floor = _retained_from(now, period_of, policy)
+    if same_periods and state.periods_from is not None:
+        floor = max(floor, state.periods_from)
+    counted: dict[datetime, Window] = {}
+    for past in usage:
+        start = _period(period_of, _utc("usage time", past.at))[0]
+        if start >= floor:
+            window = counted.get(start, _EMPTY_WINDOW)
+            counted[start] = window.add(past.model, past.tokens, past.spend)
+    kept = {s: w for s, w in state.periods.items() if same_periods and s >= floor}
+    current = _period(period_of, now)[0]
+    period_limits = [limit for limit in own_limits if not limit.kind.per_minute]
+    periods = {}
+    for start in sorted({*counted, *kept}):
+        window = replace(
+            counted.get(start, _EMPTY_WINDOW),
+            alerted=kept.get(start, _EMPTY_WINDOW).alerted,
+        )
+        if start < current:
+            reached = {
+                (limit.limit_id, threshold)
+                for limit in period_limits
+                for threshold in limit.thresholds
+                if _reached(window.used(limit), limit, threshold)
+            }
+            window = replace(window, alerted=frozenset(reached))
+        periods[start] = window
+    seeded = replace(state, periods=periods, periods_from=floor, anchor_day=anchor_day)
+    if seeded == state:
+        return state
+    return replace(seeded, revision=state.revision + 1)
 
 
 def limit_statuses(
@@ -502,6 +598,7 @@ def state_to_json(state: TenantQuotaState) -> bytes:
         "periods": _windows_document(state.periods),
         "minutes": _windows_document(state.minutes),
         "signal": None if state.signal is None else _signal_document(state.signal),
+        "anchor_day": state.anchor_day,
     }
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
@@ -519,6 +616,7 @@ def state_from_json(raw: bytes | str) -> TenantQuotaState:
         minutes_from=_optional_time(document["minutes_from"]),
         signal=None if signal is None else _signal_from_document(signal),
         revision=document["revision"],
+        anchor_day=document.get("anchor_day", 1),  # states stored before it: calendar months
     )
 
 
@@ -555,7 +653,7 @@ def _settle(
                 used = window.used(limit)
                 for threshold in limit.thresholds:
                     key = (limit.limit_id, threshold)
-                    reached = used * 100 >= limit.amount * threshold
+                    reached = _reached(used, limit, threshold)
                     if reached and key not in alerted:
                         alerted.add(key)
                         alerts.append(
@@ -576,6 +674,11 @@ def _settle(
     if state != before:
         state = replace(state, revision=before.revision + 1)
     return QuotaOutcome(state, alerts, signal)
+
+
+def _reached(used: Amount, limit: Limit, threshold: int) -> bool:
+    """Exact: ``used * 100 >= amount * threshold``, in integers or ``Decimal``."""
+    return used * 100 >= limit.amount * threshold
 
 
 def _status(limit: Limit, used: Amount) -> QuotaStatus:
@@ -690,9 +793,7 @@ def _prune(
 ) -> TenantQuotaState:
     """Drop the windows that can no longer take usage: periods before the retained ones, and
     minutes that ended more than ``skew`` before ``now``. The floors never move back."""
-    periods_from = _period(period_of, now)[0]
-    for _ in range(policy.retained_periods):
-        periods_from = _period(period_of, periods_from - timedelta(microseconds=1))[0]
+    periods_from = _retained_from(now, period_of, policy)
     minutes_from = _minute_of(now - policy.skew)
     if state.periods_from is not None:
         periods_from = max(periods_from, state.periods_from)
@@ -705,6 +806,14 @@ def _prune(
         periods_from=periods_from,
         minutes_from=minutes_from,
     )
+
+
+def _retained_from(now: datetime, period_of: PeriodOf, policy: QuotaPolicy) -> datetime:
+    """The start of the oldest period kept at ``now``."""
+    start = _period(period_of, now)[0]
+    for _ in range(policy.retained_periods):
+        start = _period(period_of, start - timedelta(microseconds=1))[0]
+    return start
 
 
 def _minute_is_kept(
@@ -734,16 +843,47 @@ def _tenant_limits(tenant_id: str, limits: Iterable[Limit]) -> tuple[Limit, ...]
     return tuple(sorted(limits, key=lambda limit: limit.limit_id))
 
 
-def _limit_amount(kind: LimitKind, amount: Any) -> Amount:
+def limit_amount(kind: LimitKind, amount: Any) -> Amount:
+    """``amount`` as a limit of ``kind`` can hold it; ``ValueError`` says what is allowed."""
+    kind = LimitKind(kind)
     if kind.is_spend:
         if type(amount) is int:
             amount = Decimal(amount)
-        if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
-            raise ValueError(f"a {kind} amount must be a positive Decimal, got {amount!r}")
+        if (
+            not isinstance(amount, Decimal)
+            or not amount.is_finite()
+            or not 0 < amount < MAX_SPEND_LIMIT
+            or amount != amount.quantize(_SPEND_LIMIT_QUANTUM)
+        ):
+            raise ValueError(
+                f"the amount of a {kind} limit is money above 0 and below {MAX_SPEND_LIMIT:,f}"
+                f" with at most {SPEND_LIMIT_PLACES} decimals, not {_shown(amount)}"
+            )
         return amount
-    if type(amount) is not int or amount <= 0:
-        raise ValueError(f"a {kind} amount must be a positive int, got {amount!r}")
+    if type(amount) is not int or not 0 < amount <= MAX_TOKEN_LIMIT:
+        raise ValueError(
+            f"the amount of a {kind} limit is a whole number of tokens from 1 to {MAX_TOKEN_LIMIT},"
+            f" not {_shown(amount)}"
+        )
     return amount
+
+
+def limit_thresholds(thresholds: Iterable[Any]) -> tuple[int, ...]:
+    """Alert percentages, sorted and distinct; ``ValueError`` says what is allowed."""
+    given = tuple(thresholds)
+    if not given or any(type(t) is not int or not 0 < t <= MAX_THRESHOLD for t in given):
+        raise ValueError(
+            f"thresholds are whole percentages from 1 to {MAX_THRESHOLD}, like 50,80,100;"
+            f" not {','.join(map(str, given)) or 'none'}"
+        )
+    return tuple(sorted(set(given)))
+
+
+def _shown(value: Any) -> str:
+    """A rejected amount as given: plain digits unless that would be very long."""
+    if isinstance(value, Decimal) and value.is_finite() and abs(value.adjusted()) < 40:
+        return format(value, "f")
+    return str(value)
 
 
 def _period(period_of: PeriodOf, at: datetime) -> tuple[datetime, datetime]:

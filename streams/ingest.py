@@ -46,7 +46,7 @@ from metering.db.ledger import RECORD_ERRORS, BatchOutcome, Ledger, LedgerBatch,
 from metering.db.quota_store import QuotaEffects
 from metering.events import Reason, Rejection, UsageEvent, parse_event
 from metering.pricing import check_priced
-from streams.quota import QuotaPublisher, QuotaRules, billing_period
+from streams.quota import QuotaPublisher, QuotaRules
 
 log = logging.getLogger("metering.ingest")
 
@@ -179,11 +179,7 @@ class Ingest:
         """Everything a batch writes in its transaction: ledger rows, aggregates, quotas."""
         outcome = await batch.write(accepted, rejected)
         effects = await quota_store.apply(
-            batch.connection,
-            self.rules.limits,
-            self.rules.usages(batch.inserted_events),
-            datetime.now(UTC),
-            billing_period,
+            batch.connection, batch.inserted_events, self.rules.usage, datetime.now(UTC)
         )
         return Written(outcome, effects)
 

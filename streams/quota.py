@@ -28,9 +28,9 @@ from metering.config import Settings
 from metering.db import quota_store
 from metering.db.billing import load_price_book
 from metering.db.connection import Reconnecting
-from metering.db.quota_store import LimitsByTenant, QuotaEffects
+from metering.db.quota_store import QuotaEffects
 from metering.events import UsageEvent
-from metering.invoicing import period_for
+from metering.invoicing import billing_period_of
 from metering.pricing import NoPriceError, PriceBook, estimate_cost
 from metering.quotas import (
     Limit,
@@ -49,28 +49,18 @@ PRICES_REFRESH_S = 10.0
 SWEEP_AFTER = timedelta(seconds=5)
 
 
-def billing_period(moment: datetime) -> tuple[datetime, datetime]:
-    """Quota periods are calendar months (UTC), the default billing period."""
-    period = period_for(moment)
-    return period.start, period.end
-
-
 class QuotaRules:
-    """What quota accounting needs to know, kept fresh by ``QuotaService``."""
+    """What quota accounting needs to know, kept fresh by ``QuotaService``: the limits (for
+    the endpoint; batches read them in their transaction) and the prices."""
 
     def __init__(self) -> None:
         self.limits: dict[str, tuple[Limit, ...]] = {}
         self.prices = PriceBook(())
         self._unpriced: set[tuple[str, str]] = set()
 
-    def usages(self, events: list[UsageEvent]) -> list[QuotaUsage]:
-        """Quota usage of newly accepted events of tenants that have limits."""
-        limits = self.limits
-        return [
-            usage_from_event(e, estimated_cost=self._estimate(e), accepted=True)
-            for e in events
-            if e.tenant_id in limits
-        ]
+    def usage(self, event: UsageEvent) -> QuotaUsage:
+        """The quota usage of a newly accepted event, its spend estimated."""
+        return usage_from_event(event, estimated_cost=self._estimate(event), accepted=True)
 
     def _estimate(self, event: UsageEvent) -> Decimal:
         """In-stream spend estimate at list prices; the invoice is the final word."""
@@ -153,7 +143,8 @@ class QuotaService(Service):
             return None
         state = self.states.get(tenant_id) or TenantQuotaState(tenant_id)
         limits = self.rules.limits.get(tenant_id, ())
-        return quota_answer(state, limits, datetime.now(UTC), billing_period, model=model)
+        period_of = billing_period_of(state.anchor_day)
+        return quota_answer(state, limits, datetime.now(UTC), period_of, model=model)
 
     @Service.task
     async def _keep_fresh(self) -> None:
@@ -188,8 +179,7 @@ class QuotaService(Service):
     async def _reevaluate_and_sweep(self) -> None:
         conn = await self.db.connection()
         now = datetime.now(UTC)
-        limits: LimitsByTenant = self.rules.limits
-        effects = await quota_store.reevaluate_due(conn, limits, now, billing_period)
+        effects = await quota_store.reevaluate_due(conn, now)
         effects.extend(await quota_store.unpublished(conn, now - SWEEP_AFTER))
         await self.publisher.publish(effects)
 

@@ -35,6 +35,7 @@ from metering.invoicing import (
     LineKind,
     UsageKey,
     adjustment_lines,
+    anchor_day_of,
     build_invoice,
     contract_for_period,
     contract_history,
@@ -754,10 +755,10 @@ class BillingContext:
         return contract_history(tenant_id, self.contracts.get(tenant_id, ()))
 
     def period(self, tenant_id: str, label: str) -> BillingPeriod:
-        return period_from_label(label, self.history(tenant_id)[-1].anchor_day)
+        return period_from_label(label, anchor_day_of(self.contracts.get(tenant_id, ())))
 
     def current_period(self, tenant_id: str, now: datetime) -> BillingPeriod:
-        return period_for(now, self.history(tenant_id)[-1].anchor_day)
+        return period_for(now, anchor_day_of(self.contracts.get(tenant_id, ())))
 
     def contract(self, tenant_id: str, period: BillingPeriod) -> Contract:
         """The contract that governs ``period``, with the tenant's overrides during it."""

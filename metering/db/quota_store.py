@@ -4,36 +4,71 @@ The state of a tenant is written in the same transaction as the ledger rows that
 it, so a crash or a replay can neither lose nor double-count quota usage, and alerts are
 inserted under their deterministic ``alert_id``: each is stored, and so published, once.
 Publishing to Kafka happens after the commit; what was not yet published is swept up.
+
+**Seeding, and the race it must not lose.** A batch counts a tenant's usage toward its
+quota state only if the tenant has limits; ``set_limit`` counts the usage already in the
+ledger (``usage_hourly``) into the state in the transaction that stores the limit. A batch
+committing between that read and the limit's commit would be counted by neither, and one
+whose usage the read saw and that then found the limit, by both. So every batch holds its
+tenants' *quota locks* (shared; batches never wait for each other) from before it decides
+which tenants have limits until it commits, and ``set_limit`` takes the tenant's lock
+exclusively before it reads anything. The seed then waits for the batches in flight, and
+sees all their usage; those batches found no limit and counted nothing. Batches that come
+later wait for the seed's commit, then find the limit and the seeded state, and count their
+own usage on top: each batch is counted exactly once, by the seed or by itself. Limits are
+read from the table in the batch's transaction, after the lock, never from a worker's
+in-memory copy, which may not know the new limit yet. The locks are PostgreSQL advisory
+locks, tenants hashed onto ``QUOTA_LOCKS`` of them, so a batch of thousands of tenants
+takes a bounded number.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Final, NamedTuple
 
 import psycopg
+from psycopg.rows import class_row
 
+from metering.db.billing import contracts_of, load_price_book
+from metering.events import UsageEvent
+from metering.invoicing import anchor_day_of, billing_period_of
+from metering.pricing import estimate_cost
 from metering.quotas import (
     Alert,
     Limit,
     LimitKind,
-    PeriodOf,
+    LimitStatus,
+    PastUsage,
     QuotaSignal,
     QuotaUsage,
     TenantQuotaState,
     apply_usages,
+    counted_tokens,
     limit_statuses,
     reevaluate,
+    seed_periods,
+    seed_since,
     signal_from_json,
     signal_to_json,
     state_from_json,
     state_to_json,
 )
 
-LimitsByTenant = Mapping[str, Sequence[Limit]]
+QUOTA_LOCKS: Final = 64
+_LOCK_SPACE: Final = 0x71756F74  # "quot": the first key of every quota advisory lock
+_HOLD_SHARED: Final = (
+    "SELECT pg_advisory_xact_lock_shared(%(space)s, lock) FROM ("
+    " SELECT DISTINCT (hashtextextended(t, 0) & %(mask)s)::int AS lock"
+    " FROM unnest(%(tenants)s::text[]) AS t ORDER BY lock) AS locks"
+)
+_HOLD: Final = (
+    "SELECT pg_advisory_xact_lock(%(space)s, (hashtextextended(%(tenant)s, 0) & %(mask)s)::int)"
+)
 
 
 @dataclass(slots=True)
@@ -54,25 +89,51 @@ class QuotaEffects:
 # --- limits (the CLI) -------------------------------------------------------------------
 
 
-def set_limit(conn: psycopg.Connection, limit: Limit) -> None:
-    """Creates or replaces a limit; the tenant is re-evaluated at once (e.g. unblocked)."""
-    conn.execute(
-        "INSERT INTO quota_limits (limit_id, tenant_id, model, kind, amount, hard, thresholds)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (limit_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id,"
-        " model = EXCLUDED.model, kind = EXCLUDED.kind, amount = EXCLUDED.amount,"
-        " hard = EXCLUDED.hard, thresholds = EXCLUDED.thresholds, updated_at = now()",
-        (
-            limit.limit_id,
-            limit.tenant_id,
-            limit.model,
-            limit.kind.value,
-            limit.amount,
-            limit.hard,
-            list(limit.thresholds),
-        ),
-    )
-    _reevaluate_soon(conn, limit.tenant_id)
+def set_limit(conn: psycopg.Connection, limit: Limit) -> LimitStatus:
+    """Creates or replaces a limit and counts the tenant's usage already in the ledger into
+    its quota state (see the module's docstring for why that is exact), in one transaction;
+    the worker evaluates it within a second (alerts, block or unblock). Returns the limit's
+    status as seeded."""
+    now = datetime.now(UTC)
+    with conn.transaction():
+        _hold_tenant(conn, limit.tenant_id)
+        conn.execute(
+            "INSERT INTO quota_limits"
+            " (limit_id, tenant_id, model, kind, amount, hard, thresholds)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (limit_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id,"
+            " model = EXCLUDED.model, kind = EXCLUDED.kind, amount = EXCLUDED.amount,"
+            " hard = EXCLUDED.hard, thresholds = EXCLUDED.thresholds, updated_at = now()",
+            (
+                limit.limit_id,
+                limit.tenant_id,
+                limit.model,
+                limit.kind.value,
+                limit.amount,
+                limit.hard,
+                list(limit.thresholds),
+            ),
+        )
+        state = _locked_state(conn, limit.tenant_id) or TenantQuotaState(limit.tenant_id)
+        state, limits = _seed(conn, state, now)
+    [status] = [
+        s
+        for s in limit_statuses(state, limits, now, billing_period_of(state.anchor_day))
+        if s.limit.limit_id == limit.limit_id
+    ]
+    return status
+
+
+def follow_anchor_day(conn: psycopg.Connection, tenant_id: str) -> bool:
+    """After a contract change: if the tenant's quota periods no longer start on its billing
+    anchor day, counts them afresh from the ledger on the new periods (in the caller's
+    transaction). Returns whether it did."""
+    _hold_tenant(conn, tenant_id)
+    state = _locked_state(conn, tenant_id)
+    if state is None or state.anchor_day == anchor_day_of(contracts_of(conn, tenant_id)):
+        return False
+    _seed(conn, state, datetime.now(UTC))
+    return True
 
 
 def remove_limit(conn: psycopg.Connection, limit_id: str) -> bool:
@@ -95,12 +156,78 @@ def list_limits(conn: psycopg.Connection, tenant_id: str | None = None) -> list[
 
 
 def _reevaluate_soon(conn: psycopg.Connection, tenant_id: str) -> None:
+    conn.execute("UPDATE quota_state SET reevaluate_at = now() WHERE tenant_id = %s", (tenant_id,))
+
+
+def _hold_tenant(conn: psycopg.Connection, tenant_id: str) -> None:
+    """Waits for the batches in flight that carry the tenant's usage, and keeps new ones
+    from counting it, until the transaction ends."""
+    conn.execute(_HOLD, {"space": _LOCK_SPACE, "tenant": tenant_id, "mask": QUOTA_LOCKS - 1})
+
+
+def _locked_state(conn: psycopg.Connection, tenant_id: str) -> TenantQuotaState | None:
+    row = conn.execute(
+        "SELECT state::text FROM quota_state WHERE tenant_id = %s FOR UPDATE", (tenant_id,)
+    ).fetchone()
+    return None if row is None else state_from_json(row[0])
+
+
+def _seed(
+    conn: psycopg.Connection, state: TenantQuotaState, now: datetime
+) -> tuple[TenantQuotaState, list[Limit]]:
+    """Counts the retained periods from ``usage_hourly`` on the tenant's billing periods,
+    stores the state and asks the worker to evaluate it now. Needs the tenant's lock."""
+    tenant_id = state.tenant_id
+    anchor_day = anchor_day_of(contracts_of(conn, tenant_id))
+    limits = list_limits(conn, tenant_id)
+    past = _past_usage(conn, tenant_id, seed_since(now, anchor_day))
+    seeded = seed_periods(state, limits, past, now, anchor_day)
     conn.execute(
-        "INSERT INTO quota_state (tenant_id, state, revision, reevaluate_at)"
-        " VALUES (%s, %s::jsonb, 0, now())"
-        " ON CONFLICT (tenant_id) DO UPDATE SET reevaluate_at = now()",
-        (tenant_id, state_to_json(TenantQuotaState(tenant_id)).decode()),
+        "INSERT INTO quota_state (tenant_id, state, revision, reevaluate_at, updated_at)"
+        " VALUES (%(t)s, %(s)s::jsonb, %(r)s, now(), clock_timestamp())"
+        " ON CONFLICT (tenant_id) DO UPDATE SET state = EXCLUDED.state,"
+        " revision = EXCLUDED.revision, reevaluate_at = now(), updated_at = clock_timestamp()",
+        {"t": tenant_id, "s": state_to_json(seeded).decode(), "r": seeded.revision},
     )
+    return seeded, limits
+
+
+class _Hour(NamedTuple):
+    """One row of ``usage_hourly``, as seeding reads it (a ``TokenCounts``)."""
+
+    hour: datetime
+    model: str
+    service_tier: str
+    long_context: bool
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+
+
+def _past_usage(conn: psycopg.Connection, tenant_id: str, since: datetime) -> list[PastUsage]:
+    """The tenant's hours since ``since``, each estimated like the stream estimates an event
+    (list prices in effect at the hour's start; 0 where there is no price)."""
+    book = load_price_book(conn)
+    with conn.cursor(row_factory=class_row(_Hour)) as cur:
+        rows = cur.execute(
+            "SELECT hour, model, service_tier, long_context, input_tokens, cached_input_tokens,"
+            " cache_write_tokens, output_tokens, reasoning_tokens FROM usage_hourly"
+            " WHERE tenant_id = %s AND hour >= %s",
+            (tenant_id, since),
+        ).fetchall()
+    past = []
+    for row in rows:
+        prices = book.find(row.model, row.service_tier, row.hour)
+        spend = (
+            Decimal(0)
+            if prices is None
+            else estimate_cost(row, prices, long_context=row.long_context)
+        )
+        tokens = counted_tokens(row.input_tokens, row.output_tokens)
+        past.append(PastUsage(row.hour, row.model, tokens, spend))
+    return past
 
 
 _LIMIT_COLUMNS = "limit_id, tenant_id, model, kind, amount, hard, thresholds"
@@ -137,8 +264,15 @@ def estimated_spend(conn: psycopg.Connection, tenant_id: str, period_start: date
     return sum((usage.spend for usage in window.usage.values()), Decimal(0))
 
 
-async def load_limits(conn: psycopg.AsyncConnection) -> dict[str, tuple[Limit, ...]]:
-    cursor = await conn.execute(f"SELECT {_LIMIT_COLUMNS} FROM quota_limits")
+async def load_limits(
+    conn: psycopg.AsyncConnection, tenants: Sequence[str] | None = None
+) -> dict[str, tuple[Limit, ...]]:
+    """Limits per tenant: of all tenants, or of ``tenants``."""
+    cursor = await conn.execute(
+        f"SELECT {_LIMIT_COLUMNS} FROM quota_limits"
+        " WHERE %(t)s::text[] IS NULL OR tenant_id = ANY(%(t)s::text[])",
+        {"t": None if tenants is None else list(tenants)},
+    )
     by_tenant: dict[str, list[Limit]] = defaultdict(list)
     for row in await cursor.fetchall():
         limit = _limit(row)
@@ -148,24 +282,33 @@ async def load_limits(conn: psycopg.AsyncConnection) -> dict[str, tuple[Limit, .
 
 async def apply(
     conn: psycopg.AsyncConnection,
-    limits: LimitsByTenant,
-    usages: Iterable[QuotaUsage],
+    events: Sequence[UsageEvent],
+    quota_usage: Callable[[UsageEvent], QuotaUsage],
     now: datetime,
-    period_of: PeriodOf,
 ) -> QuotaEffects:
-    """Counts newly accepted usage toward its tenant's limits, inside the caller's transaction."""
-    by_tenant: dict[str, list[QuotaUsage]] = defaultdict(list)
-    for usage in usages:
-        if usage.tenant_id in limits:
-            by_tenant[usage.tenant_id].append(usage)
-    if not by_tenant:
+    """Counts a batch's newly accepted events toward their tenants' limits, inside the
+    batch's transaction, under the tenants' quota locks (see the module's docstring).
+    ``quota_usage`` is only called for the events of tenants that have limits."""
+    tenants = sorted({event.tenant_id for event in events})
+    if not tenants:
         return QuotaEffects()
+    await conn.execute(
+        _HOLD_SHARED, {"space": _LOCK_SPACE, "tenants": tenants, "mask": QUOTA_LOCKS - 1}
+    )
+    limits = await load_limits(conn, tenants)
+    if not limits:
+        return QuotaEffects()
+    by_tenant: dict[str, list[QuotaUsage]] = defaultdict(list)
+    for event in events:
+        if event.tenant_id in limits:
+            by_tenant[event.tenant_id].append(quota_usage(event))
     states = await _lock_states(conn, sorted(by_tenant))
     effects = QuotaEffects()
     for tenant_id, tenant_usages in sorted(by_tenant.items()):
         before = states.get(tenant_id) or TenantQuotaState(tenant_id)
+        period_of = billing_period_of(before.anchor_day)
         outcome = apply_usages(before, limits[tenant_id], tenant_usages, now, period_of)
-        await _save(conn, outcome.state, outcome.signal, limits[tenant_id], now, period_of)
+        await _save(conn, outcome.state, outcome.signal, limits[tenant_id], now)
         effects.alerts.extend(await _insert_alerts(conn, outcome.alerts))
         if outcome.signal is not None:
             effects.signals.append(outcome.signal)
@@ -173,13 +316,10 @@ async def apply(
 
 
 async def reevaluate_due(
-    conn: psycopg.AsyncConnection,
-    limits: LimitsByTenant,
-    now: datetime,
-    period_of: PeriodOf,
-    batch: int = 200,
+    conn: psycopg.AsyncConnection, now: datetime, batch: int = 200
 ) -> QuotaEffects:
-    """Re-evaluates tenants whose window ended or whose limits changed; commits."""
+    """Re-evaluates tenants whose window ended or whose limits changed; commits. Limits are
+    read with the states they go with, so a limit set a moment ago is never missed."""
     effects = QuotaEffects()
     async with conn.transaction():
         cursor = await conn.execute(
@@ -187,12 +327,14 @@ async def reevaluate_due(
             " ORDER BY reevaluate_at LIMIT %s FOR UPDATE SKIP LOCKED",
             (now, batch),
         )
-        for tenant_id, document in await cursor.fetchall():
+        due = await cursor.fetchall()
+        limits = await load_limits(conn, [tenant_id for tenant_id, _ in due]) if due else {}
+        for tenant_id, document in due:
             state = state_from_json(document)
-            outcome = reevaluate(state, limits.get(tenant_id, ()), now, period_of)
-            await _save(
-                conn, outcome.state, outcome.signal, limits.get(tenant_id, ()), now, period_of
-            )
+            tenant_limits = limits.get(tenant_id, ())
+            period_of = billing_period_of(state.anchor_day)
+            outcome = reevaluate(state, tenant_limits, now, period_of)
+            await _save(conn, outcome.state, outcome.signal, tenant_limits, now)
             effects.alerts.extend(await _insert_alerts(conn, outcome.alerts))
             if outcome.signal is not None:
                 effects.signals.append(outcome.signal)
@@ -271,9 +413,9 @@ async def _save(
     signal: QuotaSignal | None,
     limits: Sequence[Limit],
     now: datetime,
-    period_of: PeriodOf,
 ) -> None:
     """Stores the state, the signal to publish, and when to look again without usage."""
+    period_of = billing_period_of(state.anchor_day)
     resets = [s.resets_at for s in limit_statuses(state, limits, now, period_of) if s.used]
     await conn.execute(
         "INSERT INTO quota_state (tenant_id, state, revision, signal, signal_published,"

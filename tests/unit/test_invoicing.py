@@ -20,6 +20,8 @@ from metering.invoicing import (
     LineKind,
     UsageRow,
     adjustment_lines,
+    anchor_day_of,
+    billing_period_of,
     build_invoice,
     contract_for_period,
     period_for,
@@ -146,6 +148,16 @@ def test_anchor_day_31_clamps_to_the_last_day_of_short_months() -> None:
     )
     assert period_for(utc(2026, 4, 30), anchor_day=31) == BillingPeriod(
         utc(2026, 4, 30), utc(2026, 5, 31)
+    )
+
+
+def test_a_tenants_periods_follow_its_contracts_anchor_day_and_calendar_months_without() -> None:
+    contract = Contract("acme", "USD", SINCE, anchor_day=15)
+    assert (anchor_day_of([]), anchor_day_of([contract])) == (1, 15)
+    moment = utc(2026, 11, 25, 10)
+    assert billing_period_of(anchor_day_of([contract]))(moment) == (
+        utc(2026, 11, 15),
+        utc(2026, 12, 15),
     )
 
 

@@ -14,10 +14,13 @@ import orjson
 import pytest
 
 from metering.events import Usage, UsageEvent
+from metering.invoicing import billing_period_of
 from metering.quotas import (
+    MAX_TOKEN_LIMIT,
     Alert,
     Limit,
     LimitKind,
+    PastUsage,
     QuotaPolicy,
     QuotaSignal,
     QuotaStatus,
@@ -29,6 +32,8 @@ from metering.quotas import (
     limit_statuses,
     quota_answer,
     reevaluate,
+    seed_periods,
+    seed_since,
     signal_allows,
     signal_from_json,
     signal_to_json,
@@ -121,12 +126,17 @@ class Tenant:
         self.state, alerts, signal = reevaluate(self.state, self.limits, now, monthly)
         self._emitted(alerts, signal)
 
+    def seed(self, *past: PastUsage, anchor_day: int = 1, now: datetime = NOW) -> None:
+        """A limit was set: the periods are counted from the ledger's ``past`` usage."""
+        self.state = seed_periods(self.state, self.limits, past, now, anchor_day)
+
     def restart(self) -> None:
         """A worker restart: the state comes back from its changelog."""
         self.state = state_from_json(state_to_json(self.state))
 
     def answer(self, *, now: datetime = NOW, model: str | None = None) -> dict[str, Any]:
-        return quota_answer(self.state, self.limits, now, monthly, model=model)
+        period_of = billing_period_of(self.state.anchor_day)
+        return quota_answer(self.state, self.limits, now, period_of, model=model)
 
     def thresholds_alerted(self) -> list[int]:
         return [alert.threshold for alert in self.alerts]
@@ -416,6 +426,83 @@ def test_a_limit_added_mid_period_sees_the_usage_of_the_whole_period() -> None:
     assert acme.thresholds_alerted() == [50, 80]
 
 
+# --- seeding from the ledger ---------------------------------------------------------------
+
+
+def past(tokens: int, *, at: datetime = NOW - timedelta(days=2), **kwargs: Any) -> PastUsage:
+    return PastUsage(at, kwargs.get("model", "grok-3"), tokens, Decimal(kwargs.get("cost", "0")))
+
+
+def test_a_limit_below_the_seeded_usage_blocks_and_alerts_each_threshold_once() -> None:
+    acme = Tenant([tokens_per_period(1_000_000, hard=True)])
+    acme.seed(past(4_100_000))
+    acme.reevaluate()
+    assert (acme.thresholds_alerted(), acme.status) == ([50, 80, 100], QuotaStatus.BLOCKED)
+    assert acme.answer()["limits"][0]["used"] == 4_100_000
+    acme.use(1000)
+    acme.restart()
+    acme.reevaluate()
+    assert acme.thresholds_alerted() == [50, 80, 100]
+
+
+def test_seeding_replaces_what_the_periods_counted_so_seeding_again_changes_nothing() -> None:
+    acme = Tenant([tokens_per_period(1000)])
+    acme.use(600)  # counted by the worker, and in the ledger
+    acme.seed(past(600, at=NOW))
+    seeded = acme.state
+    acme.seed(past(600, at=NOW))
+    assert acme.state is seeded
+    assert acme.answer()["limits"][0]["used"] == 600
+    acme.reevaluate()
+    assert acme.thresholds_alerted() == [50]
+
+
+def test_thresholds_that_seeded_usage_reached_in_an_earlier_period_do_not_alert_later() -> None:
+    acme = Tenant([tokens_per_period(1000)])
+    october = NOW - timedelta(days=40)
+    acme.seed(past(900, at=october))
+    acme.reevaluate()
+    acme.use(200, at=october)  # a late event for October
+    assert acme.thresholds_alerted() == [100]
+
+
+def test_seeding_counts_per_model_and_in_money() -> None:
+    acme = Tenant([tokens_per_period(1000, model="grok-4"), spend_per_period("10")])
+    acme.seed(past(3000, cost="0.0042"), past(500, model="grok-4", cost="0.0105"))
+    used = [x["used"] for x in acme.answer()["limits"]]
+    assert used == [500, "0.0147"]
+
+
+def test_seeded_usage_older_than_the_retained_periods_is_left_out() -> None:
+    acme = Tenant([tokens_per_period(1000)])
+    since = seed_since(NOW, anchor_day=1)
+    acme.seed(past(100, at=since), past(900, at=since - timedelta(microseconds=1)))
+    assert sum(w.used(acme.limits[0]) for w in acme.state.periods.values()) == 100
+    assert since == datetime(2026, 9, 1, tzinfo=UTC)
+
+
+def test_seeded_periods_are_the_billing_periods_of_the_tenants_anchor_day() -> None:
+    acme = Tenant([tokens_per_period(1000)])
+    acme.seed(past(700, at=NOW.replace(day=14)), past(300, at=NOW.replace(day=16)), anchor_day=15)
+    [limit] = acme.answer()["limits"]
+    assert (limit["used"], limit["resets_at"]) == (300, "2026-12-15T00:00:00Z")
+
+
+def test_a_new_anchor_day_rebuilds_the_period_windows_on_its_periods() -> None:
+    acme = Tenant([tokens_per_period(1000)])
+    acme.seed(past(700, at=NOW.replace(day=14)), past(300, at=NOW.replace(day=16)))
+    acme.reevaluate()
+    assert acme.thresholds_alerted() == [50, 80, 100]
+    acme.seed(past(700, at=NOW.replace(day=14)), past(300, at=NOW.replace(day=16)), anchor_day=15)
+    assert sorted(acme.state.periods) == [
+        datetime(2026, 10, 15, tzinfo=UTC),
+        datetime(2026, 11, 15, tzinfo=UTC),
+    ]
+    acme.reevaluate()
+    assert acme.answer()["limits"][0]["used"] == 300
+    assert (acme.thresholds_alerted(), acme.status) == ([50, 80, 100], QuotaStatus.OK)
+
+
 # --- late events and retention --------------------------------------------------------------
 
 
@@ -661,6 +748,14 @@ def test_the_signal_json_has_the_documented_shape() -> None:
     assert signal_from_json(signal_to_json(acme.signal)) == acme.signal
 
 
+def test_the_anchor_day_round_trips_and_a_state_stored_without_one_is_on_calendar_months() -> None:
+    state = TenantQuotaState("acme", anchor_day=15)
+    assert state_from_json(state_to_json(state)).anchor_day == 15
+    document = orjson.loads(state_to_json(TenantQuotaState("acme")))
+    del document["anchor_day"]
+    assert state_from_json(orjson.dumps(document)).anchor_day == 1
+
+
 def test_a_state_of_an_unknown_version_is_refused() -> None:
     document = orjson.loads(state_to_json(TenantQuotaState("acme")))
     with pytest.raises(ValueError, match="version"):
@@ -698,6 +793,11 @@ def test_tokens_counted_are_input_plus_output_since_cached_and_reasoning_are_ins
         (LimitKind.TOKENS_PER_PERIOD, Decimal("1000")),
         (LimitKind.TOKENS_PER_MINUTE, 0),
         (LimitKind.TOKENS_PER_PERIOD, True),
+        (LimitKind.TOKENS_PER_PERIOD, 10**23),
+        (LimitKind.TOKENS_PER_PERIOD, MAX_TOKEN_LIMIT + 1),
+        (LimitKind.SPEND_PER_PERIOD, Decimal("1e15")),
+        (LimitKind.SPEND_PER_PERIOD, Decimal("0.0000001")),
+        (LimitKind.SPEND_PER_PERIOD, Decimal("-1")),
     ],
 )
 def test_a_limit_amount_must_be_positive_and_of_its_kinds_type(
@@ -705,6 +805,17 @@ def test_a_limit_amount_must_be_positive_and_of_its_kinds_type(
 ) -> None:
     with pytest.raises(ValueError, match="amount"):
         make_limit(kind, amount)
+
+
+def test_the_largest_limits_are_what_the_ledger_and_json_integers_hold() -> None:
+    assert make_limit(LimitKind.TOKENS_PER_PERIOD, 2**63 - 1).amount == MAX_TOKEN_LIMIT
+    assert make_limit(LimitKind.SPEND_PER_PERIOD, Decimal("999999999999999.999999")).amount
+
+
+@pytest.mark.parametrize("thresholds", [(), (0,), (50, 10_001), (-5,)])
+def test_thresholds_must_be_whole_percentages_up_to_10000(thresholds: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="thresholds"):
+        tokens_per_period(1000, thresholds=thresholds)
 
 
 def test_a_limit_of_another_tenant_is_refused() -> None:
