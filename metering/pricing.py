@@ -666,8 +666,8 @@ def _check_count(prices: ModelPrices, token_class: TokenClass, tokens: int) -> N
     if tokens < 0:
         raise PricingError(
             f"{prices.model} {prices.service_tier} usage has {tokens} {token_class} tokens:"
-            " cached and cache-write tokens must be parts of input_tokens, and reasoning"
-            " tokens part of output_tokens, and 1-hour cache writes part of cache writes"
+            " cached and cache-write tokens must be parts of input_tokens, 1-hour cache writes"
+            " part of cache writes, and reasoning tokens part of output_tokens"
         )
 
 
