@@ -38,6 +38,7 @@ class Reason(StrEnum):
     NEGATIVE_TOKENS = "negative_tokens"
     NON_INTEGER_TOKENS = "non_integer_tokens"
     CACHED_EXCEEDS_INPUT = "cached_exceeds_input"
+    CACHE_WRITE_1H_EXCEEDS_CACHE_WRITE = "cache_write_1h_exceeds_cache_write"
     REASONING_EXCEEDS_OUTPUT = "reasoning_exceeds_output"
     IMPLAUSIBLE_TOKENS = "implausible_tokens"
     OCCURRED_IN_FUTURE = "occurred_in_future"
@@ -85,13 +86,15 @@ _UNSTORABLE_CHARACTER: Final = "\x00"
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts of one request. Cached and cache-write tokens are parts of the input;
-    reasoning tokens are part of the output."""
+    reasoning tokens are part of the output; 1-hour cache writes are part of the cache
+    writes."""
 
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +215,11 @@ def _as_sent(value: Any) -> str | None:
 def event_to_json(event: UsageEvent) -> bytes:
     """The canonical v1 JSON of an event: sorted keys, UTC with ``Z``, every usage count,
     optional fields only when set. ``parse_event`` reads it back to an equal event, and its
-    SHA-256 is the event's fingerprint."""
+    SHA-256 is the event's fingerprint.
+
+    ``cache_write_1h_tokens`` came after the first events were stored, so it is written only
+    when it is not 0: every event sent before it keeps its fingerprint, and a replayed old
+    event stays a duplicate rather than a conflict."""
     usage = event.usage
     document: dict[str, Any] = {
         "event_id": event.event_id,
@@ -228,6 +235,8 @@ def event_to_json(event: UsageEvent) -> bytes:
             "reasoning_tokens": usage.reasoning_tokens,
         },
     }
+    if usage.cache_write_1h_tokens:
+        document["usage"]["cache_write_1h_tokens"] = usage.cache_write_1h_tokens
     if event.request_id is not None:
         document["request_id"] = event.request_id
     if event.deployment is not None:
@@ -377,6 +386,7 @@ def _usage(value: Any, max_tokens: int) -> Usage:
         cached_input_tokens=_token_count(value, "cached_input_tokens", max_tokens),
         cache_write_tokens=_token_count(value, "cache_write_tokens", max_tokens),
         reasoning_tokens=_token_count(value, "reasoning_tokens", max_tokens),
+        cache_write_1h_tokens=_token_count(value, "cache_write_1h_tokens", max_tokens),
     )
     if usage.cached_input_tokens + usage.cache_write_tokens > usage.input_tokens:
         raise _Invalid(
@@ -384,6 +394,12 @@ def _usage(value: Any, max_tokens: int) -> Usage:
             f"usage.cached_input_tokens ({usage.cached_input_tokens})"
             f" + usage.cache_write_tokens ({usage.cache_write_tokens})"
             f" exceed usage.input_tokens ({usage.input_tokens})",
+        )
+    if usage.cache_write_1h_tokens > usage.cache_write_tokens:
+        raise _Invalid(
+            Reason.CACHE_WRITE_1H_EXCEEDS_CACHE_WRITE,
+            f"usage.cache_write_1h_tokens ({usage.cache_write_1h_tokens})"
+            f" exceed usage.cache_write_tokens ({usage.cache_write_tokens})",
         )
     if usage.reasoning_tokens > usage.output_tokens:
         raise _Invalid(

@@ -293,9 +293,10 @@ def contract_for_period(contracts: Iterable[Contract], period: BillingPeriod) ->
 class UsageRow:
     """One row of hourly usage (table ``usage_hourly``): a tenant's tokens of one model and
     service tier in the UTC hour starting at ``hour``. The counts have event schema v1's
-    shape: cached and cache-write tokens are parts of ``input_tokens``, reasoning tokens part
-    of ``output_tokens``. ``long_context`` rows hold only the tokens of requests above the
-    model's long-context threshold (decided per request by ingest), the others the rest."""
+    shape: cached and cache-write tokens are parts of ``input_tokens``, 1-hour cache writes
+    part of ``cache_write_tokens``, reasoning tokens part of ``output_tokens``.
+    ``long_context`` rows hold only the tokens of requests above the model's long-context
+    threshold (decided per request by ingest), the others the rest."""
 
     tenant_id: str
     model: str
@@ -307,6 +308,7 @@ class UsageRow:
     output_tokens: int
     reasoning_tokens: int
     long_context: bool = False
+    cache_write_1h_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.service_tier not in SERVICE_TIERS:
@@ -316,23 +318,27 @@ class UsageRow:
             )
         if self.hour.utcoffset() is None:
             raise InvoiceError(f"usage of {self.tenant_id!r}: hour {self.hour} has no time zone")
-        cached, write, reasoning = (
+        cached, write, write_1h, reasoning = (
             self.cached_input_tokens,
             self.cache_write_tokens,
+            self.cache_write_1h_tokens,
             self.reasoning_tokens,
         )
         if (
             cached < 0
             or write < 0
+            or write_1h < 0
             or reasoning < 0
             or cached + write > self.input_tokens
+            or write_1h > write
             or reasoning > self.output_tokens
         ):
             raise InvoiceError(
                 f"usage of {self.tenant_id!r} for {self.model} at {self.hour}: counts must be"
-                " non-negative with cached_input + cache_write <= input and reasoning <="
-                f" output, got input={self.input_tokens} cached_input={cached}"
-                f" cache_write={write} output={self.output_tokens} reasoning={reasoning}"
+                " non-negative with cached_input + cache_write <= input, cache_write_1h <="
+                " cache_write and reasoning <= output, got"
+                f" input={self.input_tokens} cached_input={cached} cache_write={write}"
+                f" cache_write_1h={write_1h} output={self.output_tokens} reasoning={reasoning}"
             )
 
 
@@ -610,6 +616,7 @@ USAGE_COUNTS: Final = (
     "cache_write_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "cache_write_1h_tokens",
 )
 
 
@@ -619,7 +626,7 @@ class CountedUsage(TenantUsage, Protocol):
 
 
 def usage_totals(rows: Iterable[CountedUsage]) -> dict[UsageKey, tuple[int, ...]]:
-    """Events and the five token counts per model, service tier and long-context flag: what a
+    """Events and the six token counts per model, service tier and long-context flag: what a
     closed period billed, to compare with its usage later (late usage is the difference)."""
     totals: dict[UsageKey, list[int]] = {}
     for row in rows:
@@ -633,6 +640,7 @@ def usage_totals(rows: Iterable[CountedUsage]) -> dict[UsageKey, tuple[int, ...]
                 row.cache_write_tokens,
                 row.output_tokens,
                 row.reasoning_tokens,
+                row.cache_write_1h_tokens,
             ]
         else:
             sums[0] += row.events
@@ -641,6 +649,7 @@ def usage_totals(rows: Iterable[CountedUsage]) -> dict[UsageKey, tuple[int, ...]
             sums[3] += row.cache_write_tokens
             sums[4] += row.output_tokens
             sums[5] += row.reasoning_tokens
+            sums[6] += row.cache_write_1h_tokens
     return {key: tuple(sums) for key, sums in totals.items()}
 
 

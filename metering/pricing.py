@@ -8,8 +8,10 @@ exact until the invoice rounds it once. The rules in prose, with examples, are i
 Vocabulary:
 
 - A *token class* is what a price is quoted for: uncached ``input``, ``cached_input``,
-  ``cache_write``, ``output`` and ``reasoning``. A class without a price of its own is billed
-  as the class it is part of: cached input and cache writes as input, reasoning as output.
+  ``cache_write``, ``cache_write_1h``, ``output`` and ``reasoning``. A class without a price
+  of its own is billed as the class it is part of: cached input and cache writes as input,
+  1-hour cache writes as cache writes (and so as input when those have no price either),
+  reasoning as output.
 - A *schedule* is the price of one class as a list of *bands* over the billing period's
   cumulative volume: the first ``up_to`` tokens at one price, the next at another. A flat
   price is a schedule of one unbounded band.
@@ -75,7 +77,8 @@ class CurrencyMismatchError(PricingError):
 class TokenClass(StrEnum):
     INPUT = "input"  # uncached input: input_tokens - cached_input_tokens - cache_write_tokens
     CACHED_INPUT = "cached_input"
-    CACHE_WRITE = "cache_write"
+    CACHE_WRITE = "cache_write"  # all cache writes, or the 5-minute ones when 1h has a price
+    CACHE_WRITE_1H = "cache_write_1h"  # cache writes kept for an hour (Anthropic: 2x input)
     OUTPUT = "output"  # output_tokens - reasoning_tokens when reasoning has its own price
     REASONING = "reasoning"
 
@@ -86,10 +89,12 @@ PART_OF: Final[Mapping[TokenClass, TokenClass]] = MappingProxyType(
     {
         TokenClass.CACHED_INPUT: TokenClass.INPUT,
         TokenClass.CACHE_WRITE: TokenClass.INPUT,
+        TokenClass.CACHE_WRITE_1H: TokenClass.CACHE_WRITE,
         TokenClass.REASONING: TokenClass.OUTPUT,
     }
 )
-"""The class a token class is billed as when it has no price of its own."""
+"""The class a token class is billed as when it has no price of its own (and that one, in
+turn, as the class it is part of)."""
 
 _CLASS_RANK: Final = {token_class: rank for rank, token_class in enumerate(TOKEN_CLASSES)}
 _TIER_RANK: Final = {tier: rank for rank, tier in enumerate(SERVICE_TIERS)}
@@ -97,9 +102,10 @@ _CURRENCY_SHAPE: Final = re.compile(r"[A-Z]{3}")
 
 
 class TokenCounts(Protocol):
-    """The five counts of event schema v1: cached and cache-write tokens are parts of
-    ``input_tokens``, reasoning tokens part of ``output_tokens``. ``events.Usage``,
-    ``providers.TokenUsage`` and ``invoicing.UsageRow`` all have this shape."""
+    """The six counts of event schema v1: cached and cache-write tokens are parts of
+    ``input_tokens``, 1-hour cache writes part of ``cache_write_tokens``, reasoning tokens
+    part of ``output_tokens``. ``events.Usage``, ``providers.TokenUsage`` and
+    ``invoicing.UsageRow`` all have this shape."""
 
     @property
     def input_tokens(self) -> int: ...
@@ -111,6 +117,8 @@ class TokenCounts(Protocol):
     def output_tokens(self) -> int: ...
     @property
     def reasoning_tokens(self) -> int: ...
+    @property
+    def cache_write_1h_tokens(self) -> int: ...
 
 
 class RatableUsage(TokenCounts, Protocol):
@@ -268,7 +276,9 @@ class ModelPrices:
     )
 
     def billed_as(self, token_class: TokenClass) -> TokenClass:
-        return token_class if token_class in self.schedules else PART_OF[token_class]
+        while token_class not in self.schedules:  # ends at input or output, always priced
+            token_class = PART_OF[token_class]
+        return token_class
 
     def base_price(self, token_class: TokenClass, *, long_context: bool = False) -> Decimal:
         """The price of the first band (or the long-context price) of the class this token
@@ -292,13 +302,20 @@ class ModelPrices:
                 counts.cache_write_tokens,
                 counts.output_tokens,
                 counts.reasoning_tokens,
+                counts.cache_write_1h_tokens,
             )
         )
 
     def split(
-        self, input_tokens: int, cached: int, cache_write: int, output_tokens: int, reasoning: int
+        self,
+        input_tokens: int,
+        cached: int,
+        cache_write: int,
+        output_tokens: int,
+        reasoning: int,
+        cache_write_1h: int,
     ) -> list[tuple[TokenClass, int]]:
-        """The five raw counts as billable ``(class, tokens)``. It is linear in the counts,
+        """The six raw counts as billable ``(class, tokens)``. It is linear in the counts,
         so the sum of rows can be split instead of each row."""
         own = self.schedules
         uncached = input_tokens
@@ -307,9 +324,14 @@ class ModelPrices:
         if TokenClass.CACHED_INPUT in own:
             uncached -= cached
             parts.append((TokenClass.CACHED_INPUT, cached))
+        if TokenClass.CACHE_WRITE_1H in own:  # then cache_write bills the 5-minute rest
+            cache_write -= cache_write_1h
+            uncached -= cache_write_1h
         if TokenClass.CACHE_WRITE in own:
             uncached -= cache_write
             parts.append((TokenClass.CACHE_WRITE, cache_write))
+        if TokenClass.CACHE_WRITE_1H in own:
+            parts.append((TokenClass.CACHE_WRITE_1H, cache_write_1h))
         if TokenClass.REASONING in own:
             answer -= reasoning
             parts.append((TokenClass.REASONING, reasoning))
@@ -498,6 +520,7 @@ def rate(book: PriceBook, usage: Iterable[RatableUsage], currency: str) -> tuple
                 row.cache_write_tokens,
                 row.output_tokens,
                 row.reasoning_tokens,
+                row.cache_write_1h_tokens,
             ]
         else:
             counts[0] += row.input_tokens
@@ -505,6 +528,7 @@ def rate(book: PriceBook, usage: Iterable[RatableUsage], currency: str) -> tuple
             counts[2] += row.cache_write_tokens
             counts[3] += row.output_tokens
             counts[4] += row.reasoning_tokens
+            counts[5] += row.cache_write_1h_tokens
 
     charges = _Charges()
     # Earliest prices first, so that each line's first price segment is the one it meets first.
@@ -532,6 +556,7 @@ def rate(book: PriceBook, usage: Iterable[RatableUsage], currency: str) -> tuple
             row.cache_write_tokens,
             row.output_tokens,
             row.reasoning_tokens,
+            row.cache_write_1h_tokens,
         ):
             if tokens <= 0:
                 _check_count(prices, token_class, tokens)
@@ -658,8 +683,8 @@ def _check_count(prices: ModelPrices, token_class: TokenClass, tokens: int) -> N
     if tokens < 0:
         raise PricingError(
             f"{prices.model} {prices.service_tier} usage has {tokens} {token_class} tokens:"
-            " cached and cache-write tokens must be parts of input_tokens, and reasoning"
-            " tokens part of output_tokens"
+            " cached and cache-write tokens must be parts of input_tokens, 1-hour cache writes"
+            " part of cache writes, and reasoning tokens part of output_tokens"
         )
 
 
@@ -777,7 +802,7 @@ def _prices_at(
                 f"{_where(some)}: {model} {service_tier} has no {required.value} price {when}:"
                 " every priced model needs input and output prices (cached input, cache"
                 " writes and reasoning may be left out; they are then billed as input or"
-                " output)"
+                " output, and 1-hour cache writes as cache writes)"
             )
     for token_class in long_context_prices:
         if token_class not in schedules:

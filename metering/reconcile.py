@@ -83,17 +83,18 @@ WITH ledger AS (
            count(*) AS events, sum(input_tokens) AS input_tokens,
            sum(cached_input_tokens) AS cached_input_tokens,
            sum(cache_write_tokens) AS cache_write_tokens,
-           sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens
+           sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens,
+           sum(cache_write_1h_tokens) AS cache_write_1h_tokens
       FROM usage_ledger GROUP BY 1, 2, 3, 4, 5
 )
 SELECT count(*)
   FROM ledger l FULL OUTER JOIN usage_hourly a
        USING (tenant_id, model, service_tier, long_context, hour)
  WHERE (l.events, l.input_tokens, l.cached_input_tokens, l.cache_write_tokens,
-        l.output_tokens, l.reasoning_tokens)
+        l.output_tokens, l.reasoning_tokens, l.cache_write_1h_tokens)
        IS DISTINCT FROM
        (a.events, a.input_tokens, a.cached_input_tokens, a.cache_write_tokens,
-        a.output_tokens, a.reasoning_tokens)
+        a.output_tokens, a.reasoning_tokens, a.cache_write_1h_tokens)
 """
 
 

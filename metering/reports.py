@@ -16,6 +16,7 @@ TOKEN_COLUMNS = (
     "cache_write_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "cache_write_1h_tokens",
 )
 
 

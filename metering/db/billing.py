@@ -775,7 +775,7 @@ class BillingContext:
 _USAGE_QUERY: Final = """
 WITH usage AS (
     SELECT model, service_tier, long_context, hour, events, input_tokens, cached_input_tokens,
-           cache_write_tokens, output_tokens, reasoning_tokens
+           cache_write_tokens, output_tokens, reasoning_tokens, cache_write_1h_tokens
       FROM usage_hourly
      WHERE tenant_id = %(tenant)s AND hour >= %(start)s AND hour < %(end)s
 ), hour_by_hour AS (
@@ -793,7 +793,8 @@ SELECT %(tenant)s::text AS tenant_id, model, service_tier, long_context,
        sum(cached_input_tokens)::bigint AS cached_input_tokens,
        sum(cache_write_tokens)::bigint AS cache_write_tokens,
        sum(output_tokens)::bigint AS output_tokens,
-       sum(reasoning_tokens)::bigint AS reasoning_tokens
+       sum(reasoning_tokens)::bigint AS reasoning_tokens,
+       sum(cache_write_1h_tokens)::bigint AS cache_write_1h_tokens
   FROM usage
  GROUP BY 2, 3, 4, 5
 """
@@ -843,6 +844,7 @@ class _Summed(NamedTuple):
     cache_write_tokens: int
     output_tokens: int
     reasoning_tokens: int
+    cache_write_1h_tokens: int
 
 
 _SUMS: Final = ", ".join(f"sum({c})::bigint" for c in USAGE_COUNTS)
@@ -911,7 +913,7 @@ def _complete_usage(
             rows += cur.execute(
                 "SELECT tenant_id, model, service_tier, long_context, hour, events,"
                 " input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,"
-                " reasoning_tokens FROM usage_hourly"
+                " reasoning_tokens, cache_write_1h_tokens FROM usage_hourly"
                 " WHERE tenant_id = %s AND hour >= %s AND hour < %s AND model = ANY(%s)",
                 (tenant_id, period.start, period.end, interleaved),
             ).fetchall()

@@ -73,6 +73,7 @@ LEDGER_COLUMNS = (
     ("cache_write_tokens", "int8"),
     ("output_tokens", "int8"),
     ("reasoning_tokens", "int8"),
+    ("cache_write_1h_tokens", "int8"),
     ("request_id", "text"),
     ("deployment", "text"),
     ("region", "text"),
@@ -99,6 +100,7 @@ WITH inserted AS (
     INSERT INTO usage_ledger (
         event_id, tenant_id, model, service_tier, occurred_at,
         input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+        cache_write_1h_tokens,
         request_id, deployment, region, attributes, fingerprint, source_partition, source_offset,
         long_context)
     SELECT s.*, coalesce(s.input_tokens > m.long_context_above, false)
@@ -106,14 +108,15 @@ WITH inserted AS (
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, tenant_id, model, service_tier, long_context, occurred_at,
               input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-              reasoning_tokens
+              reasoning_tokens, cache_write_1h_tokens
 ), aggregated AS (
     INSERT INTO usage_hourly AS h (
         tenant_id, model, service_tier, long_context, hour, events,
-        input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens)
+        input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+        cache_write_1h_tokens)
     SELECT tenant_id, model, service_tier, long_context, date_trunc('hour', occurred_at, 'UTC'),
            count(*), sum(input_tokens), sum(cached_input_tokens), sum(cache_write_tokens),
-           sum(output_tokens), sum(reasoning_tokens)
+           sum(output_tokens), sum(reasoning_tokens), sum(cache_write_1h_tokens)
       FROM inserted
      GROUP BY 1, 2, 3, 4, 5
      ORDER BY 1, 2, 3, 4, 5
@@ -124,6 +127,7 @@ WITH inserted AS (
         cache_write_tokens = h.cache_write_tokens + EXCLUDED.cache_write_tokens,
         output_tokens = h.output_tokens + EXCLUDED.output_tokens,
         reasoning_tokens = h.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cache_write_1h_tokens = h.cache_write_1h_tokens + EXCLUDED.cache_write_1h_tokens,
         updated_at = now()
 )
 SELECT event_id FROM inserted
@@ -340,6 +344,7 @@ def _ledger_row(record: SourceRecord, event: UsageEvent) -> tuple[object, ...]:
         usage.cache_write_tokens,
         usage.output_tokens,
         usage.reasoning_tokens,
+        usage.cache_write_1h_tokens,
         event.request_id,
         event.deployment,
         event.region,

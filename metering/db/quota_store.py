@@ -204,6 +204,7 @@ class _Hour(NamedTuple):
     cache_write_tokens: int
     output_tokens: int
     reasoning_tokens: int
+    cache_write_1h_tokens: int
 
 
 def _past_usage(conn: psycopg.Connection, tenant_id: str, since: datetime) -> list[PastUsage]:
@@ -213,7 +214,8 @@ def _past_usage(conn: psycopg.Connection, tenant_id: str, since: datetime) -> li
     with conn.cursor(row_factory=class_row(_Hour)) as cur:
         rows = cur.execute(
             "SELECT hour, model, service_tier, long_context, input_tokens, cached_input_tokens,"
-            " cache_write_tokens, output_tokens, reasoning_tokens FROM usage_hourly"
+            " cache_write_tokens, output_tokens, reasoning_tokens, cache_write_1h_tokens"
+            " FROM usage_hourly"
             " WHERE tenant_id = %s AND hour >= %s",
             (tenant_id, since),
         ).fetchall()

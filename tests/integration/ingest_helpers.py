@@ -39,6 +39,7 @@ TOKEN_COLUMNS = (
     "cache_write_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "cache_write_1h_tokens",
 )
 USAGE_COLUMNS = ("events", *TOKEN_COLUMNS)
 

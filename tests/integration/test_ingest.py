@@ -176,6 +176,9 @@ def offending_messages(now: datetime) -> dict[str, Message]:
         "cached_exceeds_input": usage(
             input_tokens=100, cached_input_tokens=80, cache_write_tokens=40
         ),
+        "cache_write_1h_exceeds_cache_write": usage(
+            cache_write_tokens=10, cache_write_1h_tokens=11
+        ),
         "reasoning_exceeds_output": usage(output_tokens=10, reasoning_tokens=11),
         "implausible_tokens": usage(input_tokens=50_000_001),
         "occurred_in_future": message(valid(occurred_at=(now + timedelta(hours=1)).isoformat())),

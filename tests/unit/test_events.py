@@ -813,3 +813,54 @@ def test_a_long_value_is_cut_short_in_the_detail() -> None:
 
     assert len(rejection.detail) < 200
     assert "(10000 characters)" in rejection.detail
+
+
+# --- 1-hour cache writes ----------------------------------------------------------------------
+
+
+def test_one_hour_cache_writes_are_read_as_a_part_of_the_cache_writes() -> None:
+    event = accepted(message(counts={"cache_write_tokens": 800, "cache_write_1h_tokens": 300}))
+
+    assert event.usage == Usage(1000, 200, cache_write_tokens=800, cache_write_1h_tokens=300)
+
+
+def test_one_hour_cache_writes_above_the_cache_writes_are_rejected_with_both_numbers() -> None:
+    rejection = rejected(
+        message(counts={"cache_write_tokens": 300, "cache_write_1h_tokens": 301}),
+        Reason.CACHE_WRITE_1H_EXCEEDS_CACHE_WRITE,
+    )
+
+    assert rejection.detail == (
+        "usage.cache_write_1h_tokens (301) exceed usage.cache_write_tokens (300)"
+    )
+
+
+def test_an_event_stored_before_one_hour_cache_writes_keeps_its_fingerprint() -> None:
+    # Computed by the code before cache_write_1h_tokens existed: the ledger holds this value
+    # for this event, so a replay of it must stay a duplicate, not become a conflict.
+    old = message(
+        model="claude-sonnet-4",
+        request_id="req-1",
+        usage={
+            "input_tokens": 12000,
+            "output_tokens": 200,
+            "cached_input_tokens": 1000,
+            "cache_write_tokens": 10000,
+            "reasoning_tokens": 50,
+        },
+    )
+    catalog = Catalog(tenants=frozenset({"acme"}), models=frozenset({"claude-sonnet-4"}))
+    stored = "fdba9656601fc64f1c03a6f7e46ce5c360036200f4c594eb910c657fdc3b68e9"
+
+    assert accepted(old, catalog=catalog).fingerprint.hex() == stored
+    written_as_zero = {**old, "usage": {**old["usage"], "cache_write_1h_tokens": 0}}
+    assert accepted(written_as_zero, catalog=catalog).fingerprint.hex() == stored
+
+
+def test_one_hour_cache_writes_are_in_the_canonical_json_and_the_fingerprint() -> None:
+    hourly = accepted(message(counts={"cache_write_tokens": 100, "cache_write_1h_tokens": 100}))
+    five_minute = accepted(message(counts={"cache_write_tokens": 100}))
+
+    assert b'"cache_write_1h_tokens":100' in event_to_json(hourly)
+    assert accepted(event_to_json(hourly)) == hourly
+    assert hourly.fingerprint != five_minute.fingerprint

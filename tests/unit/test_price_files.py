@@ -222,7 +222,7 @@ def test_an_unknown_token_class_is_named_with_its_line_and_the_known_ones() -> N
     )
     assert problems == [
         "p.yaml:7: unknown key 'prompt' in 'standard': expected input, cached_input,"
-        " cache_write, output, reasoning"
+        " cache_write, cache_write_1h, output, reasoning"
     ]
 
 
@@ -405,8 +405,8 @@ def test_csv_rows_are_checked_with_their_line_numbers() -> None:
     )
     problems = problems_of(text, parse=parse_price_csv)
     assert problems == [
-        "p.yaml:4: token_class 'prompt' is not one of input, cached_input, cache_write, output,"
-        " reasoning",
+        "p.yaml:4: token_class 'prompt' is not one of input, cached_input, cache_write,"
+        " cache_write_1h, output, reasoning",
         "p.yaml:5: 5 cells but the header has 6; quote cells that contain commas",
     ]
 

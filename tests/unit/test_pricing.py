@@ -72,6 +72,7 @@ class Row:
     reasoning_tokens: int = 0
     service_tier: str = "standard"
     long_context: bool = False
+    cache_write_1h_tokens: int = 0
 
 
 def lines(charges: tuple[Charge, ...]) -> list[tuple[object, ...]]:
@@ -112,6 +113,79 @@ def test_a_class_without_a_price_of_its_own_is_billed_as_the_class_it_is_part_of
     assert prices.quantities(usage) == {TokenClass.INPUT: 1000, TokenClass.OUTPUT: 500}
     assert prices.base_price(TokenClass.REASONING) == Decimal("8")
     assert prices.billed_as(TokenClass.CACHED_INPUT) is TokenClass.INPUT
+
+
+ONE_HOUR_WRITES = Usage(1000, 50, cached_input_tokens=100, cache_write_tokens=800,
+                        cache_write_1h_tokens=300)  # fmt: skip
+
+
+def test_one_hour_cache_writes_with_a_price_leave_cache_write_the_five_minute_rest() -> None:
+    book = PriceBook(
+        flat(input="3", cached_input="0.30", cache_write="3.75", cache_write_1h="6", output="15")
+    )
+    prices = book.at("gpt-4o", "standard", NOV)
+    assert prices.quantities(ONE_HOUR_WRITES) == {
+        TokenClass.INPUT: 100,
+        TokenClass.CACHED_INPUT: 100,
+        TokenClass.CACHE_WRITE: 500,
+        TokenClass.CACHE_WRITE_1H: 300,
+        TokenClass.OUTPUT: 50,
+    }
+    # 100 x 3 + 100 x 0.30 + 500 x 3.75 + 300 x 6 + 50 x 15, per 1M tokens
+    assert estimate_cost(ONE_HOUR_WRITES, prices) == Decimal("0.004755")
+
+
+def test_one_hour_cache_writes_without_a_price_are_billed_as_cache_writes() -> None:
+    book = PriceBook(flat(input="3", cache_write="3.75", output="15"))
+    prices = book.at("gpt-4o", "standard", NOV)
+    assert prices.quantities(ONE_HOUR_WRITES) == {
+        TokenClass.INPUT: 200,
+        TokenClass.CACHE_WRITE: 800,
+        TokenClass.OUTPUT: 50,
+    }
+    assert prices.billed_as(TokenClass.CACHE_WRITE_1H) is TokenClass.CACHE_WRITE
+
+
+def test_one_hour_cache_writes_are_input_when_no_cache_write_class_has_a_price() -> None:
+    prices = PriceBook(flat(input="3", output="15")).at("gpt-4o", "standard", NOV)
+    assert prices.quantities(ONE_HOUR_WRITES) == {TokenClass.INPUT: 1000, TokenClass.OUTPUT: 50}
+    assert prices.base_price(TokenClass.CACHE_WRITE_1H) == Decimal("3")
+
+
+def test_with_only_a_one_hour_price_the_five_minute_writes_are_billed_as_input() -> None:
+    prices = PriceBook(flat(input="3", cache_write_1h="6", output="15")).at(
+        "gpt-4o", "standard", NOV
+    )
+    assert prices.quantities(ONE_HOUR_WRITES) == {
+        TokenClass.INPUT: 700,
+        TokenClass.CACHE_WRITE_1H: 300,
+        TokenClass.OUTPUT: 50,
+    }
+
+
+def test_one_hour_cache_writes_are_rated_as_lines_of_their_own() -> None:
+    book = PriceBook(
+        [
+            *flat(input="3", cache_write="3.75", cache_write_1h="6", output="15"),
+            price("input", "6", long_context_above=200_000),
+            price("cache_write_1h", "12", long_context_above=200_000),
+            price("output", "22.50", long_context_above=200_000),
+        ]
+    )
+    rows = [
+        Row("gpt-4o", NOV, 1_000, 10, cache_write_tokens=900, cache_write_1h_tokens=600),
+        Row("gpt-4o", NOV, 300_000, 10, cache_write_tokens=100_000, cache_write_1h_tokens=100_000,
+            long_context=True),
+    ]  # fmt: skip
+    assert lines(rate(book, rows, "USD")) == [
+        ("input", "standard", 0, False, "3", 100),
+        ("input", "standard", 0, True, "6", 200_000),
+        ("cache_write", "standard", 0, False, "3.75", 300),
+        ("cache_write_1h", "standard", 0, False, "6", 600),
+        ("cache_write_1h", "standard", 0, True, "12", 100_000),
+        ("output", "standard", 0, False, "15", 10),
+        ("output", "standard", 0, True, "22.50", 10),
+    ]
 
 
 def test_reasoning_is_taken_out_of_output_only_when_it_has_its_own_price() -> None:

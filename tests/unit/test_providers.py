@@ -1,10 +1,34 @@
+import json
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+import anthropic
+import openai
 import pytest
+from anthropic.types.beta import (
+    BetaAdvisorMessageIterationUsage,
+    BetaCacheCreation,
+    BetaCompactionIterationUsage,
+    BetaMessageIterationUsage,
+    BetaUsage,
+)
+from anthropic.types.raw_message_delta_event import Delta
+from azure.ai.inference.models import CompletionsUsage, StreamingChatCompletionsUpdate
+from google.protobuf.json_format import MessageToDict, MessageToJson
+from openai.types.completion_usage import CompletionTokensDetails, PromptTokensDetails
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+from xai_sdk.proto import chat_pb2, usage_pb2
 
+from metering.config import PROJECT_ROOT
+from metering.price_files import load_price_file
+from metering.pricing import PriceBook, estimate_cost
 from metering.providers import (
     TokenUsage,
     from_anthropic,
+    from_anthropic_stream,
+    from_azure_ai_inference,
+    from_azure_ai_inference_stream,
     from_deepseek,
     from_openai_chat,
     from_openai_responses,
@@ -274,3 +298,317 @@ def test_token_usage_serialises_every_token_class():
         "cache_write_tokens": 10,
         "reasoning_tokens": 20,
     }
+
+
+# --- against the providers' own SDK classes ------------------------------------------------
+#
+# Each input below is built from the SDK's classes and serialised the ways a serving layer
+# does, so that a field renamed upstream fails here rather than in a customer's bill.
+
+LIST_PRICES = PriceBook(load_price_file(PROJECT_ROOT / "prices" / "list-prices.yaml"))
+NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+def list_price(model: str, usage: TokenUsage) -> Decimal:
+    """What ``usage`` costs at the list prices of ``model``, standard tier, unrounded."""
+    return estimate_cost(usage, LIST_PRICES.at(model, "standard", NOW))
+
+
+def pydantic_dumps(model: Any) -> list[dict[str, Any]]:
+    """A pydantic SDK object as serving layers pass it on."""
+    return [
+        model.model_dump(),
+        model.model_dump(exclude_none=True),
+        json.loads(model.model_dump_json()),
+    ]
+
+
+def proto_dumps(message: Any) -> list[dict[str, Any]]:
+    """A protobuf SDK message as serving layers pass it on."""
+    return [
+        MessageToDict(message),  # camelCase, counts of 0 left out, int64 as a string
+        MessageToDict(message, preserving_proto_field_name=True),
+        json.loads(MessageToJson(message)),
+    ]
+
+
+def xai_sampling_usage(**counts: int) -> Any:
+    return usage_pb2.SamplingUsage(**counts)
+
+
+def test_xai_sdk_cached_prompt_tokens_are_billed_at_the_cached_price():
+    # grok-3: 400 uncached x $3 + 600 cached x $0.75 + 200 output x $15 per 1M = $0.00465
+    usage = xai_sampling_usage(
+        prompt_tokens=1000, completion_tokens=200, total_tokens=1200, cached_prompt_text_tokens=600
+    )
+    for dumped in proto_dumps(usage):
+        tokens = from_xai(dumped)
+        assert tokens == TokenUsage(1000, 200, cached_input_tokens=600), dumped
+        assert list_price("grok-3", tokens) == Decimal("0.00465")
+
+
+def test_xai_sdk_reasoning_tokens_are_added_to_the_completion():
+    # A recorded grok response (pydantic-ai's xai test cassettes, x_search tool):
+    # 5821 + 62 + 524 == 6407, so reasoning comes beside completion_tokens, as over REST.
+    usage = xai_sampling_usage(
+        prompt_tokens=5821,
+        completion_tokens=62,
+        total_tokens=6407,
+        reasoning_tokens=524,
+        cached_prompt_text_tokens=2692,
+        prompt_text_tokens=5821,
+    )
+    for dumped in proto_dumps(usage):
+        assert from_xai(dumped) == TokenUsage(
+            input_tokens=5821, output_tokens=586, cached_input_tokens=2692, reasoning_tokens=524
+        ), dumped
+
+
+def test_xai_sdk_usage_with_no_completion_reads_the_left_out_count_as_zero():
+    usage = xai_sampling_usage(prompt_tokens=12, prompt_text_tokens=12, total_tokens=12)
+    assert "completionTokens" not in MessageToDict(usage)
+    for dumped in proto_dumps(usage):
+        assert from_xai(dumped) == TokenUsage(12, 0), dumped
+
+
+def test_xai_sdk_reported_cost_agrees_with_our_list_price_rating():
+    usage = xai_sampling_usage(
+        prompt_tokens=1000,
+        completion_tokens=200,
+        total_tokens=1200,
+        cached_prompt_text_tokens=600,
+        cost_in_usd_ticks=46_500_000,
+    )
+    for dumped in proto_dumps(usage):
+        assert xai_cost_usd(dumped) == list_price("grok-3", from_xai(dumped)), dumped
+
+
+def test_xai_sdk_response_usage_is_read_from_the_chat_response():
+    response = chat_pb2.GetChatCompletionResponse(
+        id="r1", model="grok-3", usage=xai_sampling_usage(prompt_tokens=10, completion_tokens=4)
+    )
+    assert from_xai(MessageToDict(response)["usage"]) == TokenUsage(10, 4)
+
+
+def test_anthropic_one_hour_cache_writes_are_priced_at_twice_the_input():
+    # claude-sonnet-4: 50 x $3 + 4000 five-minute writes x $3.75 + 6000 one-hour writes x $6
+    # + 100 output x $15 per 1M = $0.05265 (all at $3.75: $0.04065)
+    usage = anthropic.types.Usage(
+        input_tokens=50,
+        output_tokens=100,
+        cache_creation_input_tokens=10_000,
+        cache_read_input_tokens=0,
+        cache_creation=anthropic.types.CacheCreation(
+            ephemeral_1h_input_tokens=6000, ephemeral_5m_input_tokens=4000
+        ),
+    )
+    for dumped in pydantic_dumps(usage):
+        tokens = from_anthropic(dumped)
+        assert tokens == TokenUsage(
+            input_tokens=10_050,
+            output_tokens=100,
+            cache_write_tokens=10_000,
+            cache_write_1h_tokens=6000,
+        ), dumped
+        assert list_price("claude-sonnet-4", tokens) == Decimal("0.05265")
+
+
+def test_anthropic_compaction_iterations_are_billed_on_top_of_the_top_level_counts():
+    # The SDK: "A `compaction` entry's tokens are not included in the top-level usage fields";
+    # the `message` entries are the sampling turns the top-level counts add up.
+    turn = BetaMessageIterationUsage(
+        type="message",
+        input_tokens=30,
+        output_tokens=400,
+        cache_creation_input_tokens=0,
+        cache_read_input_tokens=9000,
+    )
+    compaction = BetaCompactionIterationUsage(
+        type="compaction",
+        input_tokens=150_000,
+        output_tokens=2000,
+        cache_creation_input_tokens=1000,
+        cache_read_input_tokens=5000,
+        cache_creation=BetaCacheCreation(
+            ephemeral_1h_input_tokens=1000, ephemeral_5m_input_tokens=0
+        ),
+    )
+    usage = BetaUsage(
+        input_tokens=30,
+        output_tokens=400,
+        cache_creation_input_tokens=0,
+        cache_read_input_tokens=9000,
+        iterations=[turn, compaction],
+    )
+    for dumped in pydantic_dumps(usage):
+        assert from_anthropic(dumped) == TokenUsage(
+            input_tokens=30 + 9000 + 150_000 + 1000 + 5000,
+            output_tokens=2400,
+            cached_input_tokens=14_000,
+            cache_write_tokens=1000,
+            cache_write_1h_tokens=1000,
+        ), dumped
+
+
+def test_anthropic_iterations_of_an_unknown_kind_are_refused_rather_than_dropped():
+    advisor = BetaAdvisorMessageIterationUsage(
+        type="advisor_message",
+        model="claude-opus-4-1",
+        input_tokens=500,
+        output_tokens=50,
+        cache_creation_input_tokens=0,
+        cache_read_input_tokens=0,
+    )
+    usage = BetaUsage(input_tokens=10, output_tokens=5, iterations=[advisor])
+    with pytest.raises(ValueError, match=r"^iterations\[0\]\.type 'advisor_message'"):
+        from_anthropic(usage.model_dump())
+
+
+def test_anthropic_stream_combines_message_start_and_the_final_message_delta():
+    start = anthropic.types.RawMessageStartEvent(
+        type="message_start",
+        message=anthropic.types.Message(
+            id="msg_1",
+            type="message",
+            role="assistant",
+            model="claude-sonnet-4-20250514",
+            content=[],
+            usage=anthropic.types.Usage(
+                input_tokens=472,
+                output_tokens=2,
+                cache_creation_input_tokens=2048,
+                cache_read_input_tokens=1024,
+                cache_creation=anthropic.types.CacheCreation(
+                    ephemeral_1h_input_tokens=2048, ephemeral_5m_input_tokens=0
+                ),
+            ),
+        ),
+    )
+    delta = anthropic.types.RawMessageDeltaEvent(
+        type="message_delta",
+        delta=Delta(stop_reason="end_turn"),
+        usage=anthropic.types.MessageDeltaUsage(output_tokens=503),
+    )
+    for start_dump, delta_dump in zip(pydantic_dumps(start), pydantic_dumps(delta), strict=True):
+        assert from_anthropic_stream(start_dump, delta_dump) == TokenUsage(
+            input_tokens=472 + 2048 + 1024,
+            output_tokens=503,
+            cached_input_tokens=1024,
+            cache_write_tokens=2048,
+            cache_write_1h_tokens=2048,
+        )
+
+
+def test_anthropic_stream_events_must_be_given_in_order():
+    delta = {"type": "message_delta", "usage": {"output_tokens": 3}}
+    with pytest.raises(ValueError, match="expected a message_start event"):
+        from_anthropic_stream(delta, delta)
+
+
+def test_openai_chat_reads_cache_writes_inside_the_prompt():
+    usage = openai.types.CompletionUsage(
+        prompt_tokens=3000,
+        completion_tokens=20,
+        total_tokens=3020,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=1024, cache_write_tokens=1900),
+    )
+    for dumped in pydantic_dumps(usage):
+        assert from_openai_chat(dumped) == TokenUsage(
+            3000, 20, cached_input_tokens=1024, cache_write_tokens=1900
+        ), dumped
+
+
+def test_openai_responses_reads_cache_writes_inside_the_input():
+    usage = openai.types.responses.ResponseUsage(
+        input_tokens=3000,
+        input_tokens_details=InputTokensDetails(cached_tokens=1024, cache_write_tokens=1900),
+        output_tokens=300,
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=256),
+        total_tokens=3300,
+    )
+    for dumped in pydantic_dumps(usage):
+        assert from_openai_responses(dumped) == TokenUsage(
+            3000, 300, cached_input_tokens=1024, cache_write_tokens=1900, reasoning_tokens=256
+        ), dumped
+
+
+def test_deepseek_in_the_openai_shape_reads_cache_hits_from_the_prompt_details():
+    usage = openai.types.CompletionUsage(
+        prompt_tokens=2048,
+        completion_tokens=1530,
+        total_tokens=3578,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=1920),
+        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=1210),
+    )
+    for dumped in pydantic_dumps(usage):
+        assert from_deepseek(dumped) == TokenUsage(
+            input_tokens=2048, output_tokens=1530, cached_input_tokens=1920, reasoning_tokens=1210
+        ), dumped
+
+
+def azure_usage(**fields: Any) -> CompletionsUsage:
+    """A ``CompletionsUsage`` as the SDK deserialises the service's JSON (details kept)."""
+    return CompletionsUsage(fields)
+
+
+def azure_dumps(model: Any) -> list[dict[str, Any]]:
+    return [model.as_dict(), json.loads(json.dumps(model.as_dict()))]
+
+
+def test_azure_ai_inference_deepseek_r1_counts_reasoning_inside_the_completion():
+    usage = azure_usage(
+        prompt_tokens=2048,
+        completion_tokens=1530,
+        total_tokens=3578,
+        prompt_tokens_details={"cached_tokens": 1920},
+        completion_tokens_details={"reasoning_tokens": 1210},
+    )
+    assert not hasattr(usage, "model_dump")
+    for dumped in azure_dumps(usage):
+        assert from_azure_ai_inference(dumped) == TokenUsage(
+            2048, 1530, cached_input_tokens=1920, reasoning_tokens=1210
+        ), dumped
+
+
+def test_azure_ai_inference_grok_adds_reasoning_reported_beside_the_completion():
+    usage = azure_usage(
+        prompt_tokens=663,
+        completion_tokens=50,
+        total_tokens=837,
+        completion_tokens_details={"reasoning_tokens": 124},
+    )
+    for dumped in azure_dumps(usage):
+        assert from_azure_ai_inference(dumped) == TokenUsage(663, 174, reasoning_tokens=124)
+
+
+def test_azure_ai_inference_usage_with_only_the_declared_fields():
+    usage = CompletionsUsage(prompt_tokens=20, completion_tokens=7, total_tokens=27)
+    assert from_azure_ai_inference(usage.as_dict()) == TokenUsage(20, 7)
+
+
+def test_azure_ai_inference_stream_takes_the_usage_of_the_last_update_that_has_one():
+    def update(usage: dict[str, Any] | None) -> StreamingChatCompletionsUpdate:
+        body = {"id": "c1", "created": 1_764_000_000, "model": "Llama-3.3-70B", "choices": []}
+        return StreamingChatCompletionsUpdate(body if usage is None else body | {"usage": usage})
+
+    updates = [
+        update(None),
+        update({"prompt_tokens": 40, "completion_tokens": 1, "total_tokens": 41}),
+        update({"prompt_tokens": 40, "completion_tokens": 90, "total_tokens": 130}),
+        update(None),
+    ]
+    assert from_azure_ai_inference_stream(u.as_dict() for u in updates) == TokenUsage(40, 90)
+
+
+def test_azure_ai_inference_stream_without_usage_says_how_to_ask_for_it():
+    with pytest.raises(ValueError, match="include_usage"):
+        from_azure_ai_inference_stream([{"id": "c1", "choices": []}])
+
+
+def test_one_hour_cache_writes_above_the_cache_writes_are_rejected():
+    with pytest.raises(ValueError, match="exceed cache_write_tokens"):
+        TokenUsage(100, 1, cache_write_tokens=10, cache_write_1h_tokens=11)
+
+
+def test_token_usage_serialises_one_hour_cache_writes_when_there_are_some():
+    assert TokenUsage(100, 50, 0, 10, 0, 4).as_dict()["cache_write_1h_tokens"] == 4
