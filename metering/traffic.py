@@ -181,6 +181,7 @@ class UsageTotals:
     cached_input_tokens: int
     cache_write_tokens: int
     reasoning_tokens: int
+    cache_write_1h_tokens: int = 0  # the generator writes no 1-hour cache entries
 
 
 @dataclass(frozen=True, slots=True)
