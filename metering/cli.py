@@ -12,17 +12,24 @@ from typing import Annotated, Any
 
 import typer
 
-from metering import reports
+from metering import cli_input, reports
 from metering.cli_bench import register as register_bench
 from metering.cli_billing import register as register_billing
 from metering.cli_logins import register as register_logins
 from metering.cli_quota import register as register_quota
-from metering.cli_support import FormatOption, database, fail, friendly_errors
+from metering.cli_support import (
+    FormatOption,
+    GuardedGroup,
+    command_group,
+    database,
+    fail,
+    quiet_libraries,
+)
 from metering.config import get_settings
 from metering.db import billing, catalog
 from metering.events import REASONS
 from metering.invoicing import period_from_label
-from metering.output import Format, render
+from metering.output import Format, progress, render
 from metering.reports import TOKEN_COLUMNS, UsageFilter, UsageGrouping
 from metering.services import env_lines, local_services
 from metering.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants, period_span
@@ -30,23 +37,19 @@ from metering.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants
 TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 USAGE_COLUMNS = ("events", *TOKEN_COLUMNS)
 
-app = typer.Typer(
-    help="Usage metering and billing for LLM hosting: Kafka in, exact bills out.",
-    no_args_is_help=True,
+app = command_group(
+    "Usage metering and billing for LLM hosting: Kafka in, exact bills out.",
+    cls=GuardedGroup,
     pretty_exceptions_enable=False,
 )
-services_app = typer.Typer(
-    help="Run the local Kafka broker and PostgreSQL server.", no_args_is_help=True
-)
-db_app = typer.Typer(
-    help="Manage the billing database schema (Alembic migrations).", no_args_is_help=True
-)
+app.callback()(quiet_libraries)
+services_app = command_group("Run the local Kafka broker and PostgreSQL server.")
+db_app = command_group("Manage the billing database schema (Alembic migrations).")
 app.add_typer(services_app, name="services")
 app.add_typer(db_app, name="db")
 
 
 @services_app.command("up")
-@friendly_errors
 def services_up() -> None:
     """Start Kafka (KRaft) and PostgreSQL on 127.0.0.1, installing them on first use.
 
@@ -59,7 +62,6 @@ def services_up() -> None:
 
 
 @services_app.command("down")
-@friendly_errors
 def services_down() -> None:
     """Stop the services that `services up` started (by pid); others are left alone."""
     for service in reversed(local_services(get_settings())):
@@ -68,7 +70,6 @@ def services_down() -> None:
 
 
 @services_app.command("status")
-@friendly_errors
 def services_status() -> None:
     """Show whether each local service is running, where, and its log file."""
     statuses = [service.status() for service in local_services(get_settings())]
@@ -80,7 +81,6 @@ def services_status() -> None:
 
 
 @services_app.command("env")
-@friendly_errors
 def services_env() -> None:
     """Print `export METERING_...` lines for a shell: eval "$(metering services env)"."""
     for line in env_lines(get_settings()):
@@ -88,7 +88,6 @@ def services_env() -> None:
 
 
 @db_app.command("upgrade")
-@friendly_errors
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Bring the database at METERING_DATABASE_URL to a schema revision (default: head)."""
     from metering.db import migrate
@@ -97,7 +96,6 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
 
 
 @db_app.command("downgrade")
-@friendly_errors
 def db_downgrade(
     revision: str = typer.Argument(..., help="Target revision, e.g. -1 or base."),
 ) -> None:
@@ -108,7 +106,6 @@ def db_downgrade(
 
 
 @db_app.command("current")
-@friendly_errors
 def db_current() -> None:
     """Show the database's current schema revision."""
     from metering.db import migrate
@@ -117,7 +114,6 @@ def db_current() -> None:
 
 
 @app.command()
-@friendly_errors
 def worker() -> None:
     """Run the stream worker: consume usage events, write the ledger, dead-letter bad input.
 
@@ -136,22 +132,15 @@ def worker() -> None:
 
 # --- catalogs -------------------------------------------------------------------------
 
-tenants_app = typer.Typer(
-    help="The tenant catalog: events for unknown tenants are rejected.", no_args_is_help=True
-)
-models_app = typer.Typer(
-    help="The model catalog: events for unknown models are rejected.", no_args_is_help=True
-)
-dlq_app = typer.Typer(
-    help="Dead letters: rejected events, their reasons, and replay.", no_args_is_help=True
-)
+tenants_app = command_group("The tenant catalog: events for unknown tenants are rejected.")
+models_app = command_group("The model catalog: events for unknown models are rejected.")
+dlq_app = command_group("Dead letters: rejected events, their reasons, and replay.")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(models_app, name="models")
 app.add_typer(dlq_app, name="dlq")
 
 
 @tenants_app.command("add")
-@friendly_errors
 def tenants_add(
     tenant_id: Annotated[str, typer.Argument(help="1-64 chars of A-Za-z0-9._-")],
     name: Annotated[str | None, typer.Option(help="Display name (default: the id).")] = None,
@@ -165,7 +154,6 @@ def tenants_add(
 
 
 @tenants_app.command("list")
-@friendly_errors
 def tenants_list(fmt: FormatOption = Format.table) -> None:
     """List tenants."""
     with database() as conn:
@@ -174,7 +162,6 @@ def tenants_list(fmt: FormatOption = Format.table) -> None:
 
 
 @models_app.command("add")
-@friendly_errors
 def models_add(
     model_id: Annotated[str, typer.Argument(help="Model id as events name it, e.g. grok-3.")],
     provider: Annotated[str, typer.Option(help="Who serves it: xai, openai, meta, ...")],
@@ -201,7 +188,6 @@ def models_add(
 
 
 @models_app.command("list")
-@friendly_errors
 def models_list(fmt: FormatOption = Format.table) -> None:
     """List models."""
     with database() as conn:
@@ -210,7 +196,6 @@ def models_list(fmt: FormatOption = Format.table) -> None:
 
 
 @app.command("seed-demo")
-@friendly_errors
 def seed_demo(
     tenants: Annotated[int, typer.Option(help="How many demo tenants.")] = 50,
 ) -> None:
@@ -228,20 +213,7 @@ def seed_demo(
 # --- reading the numbers -----------------------------------------------------------------
 
 
-def _parse_day(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise fail(
-            f"{option} {value!r} is not a date; use YYYY-MM-DD or an ISO timestamp"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 @app.command()
-@friendly_errors
 def usage(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
@@ -253,14 +225,16 @@ def usage(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Token usage from reporting.usage_hourly, grouped by hour, day, model or tenant."""
-    where = UsageFilter(tenant, model, _parse_day(from_, "--from"), _parse_day(to, "--to"))
+    where = UsageFilter(tenant, model, *cli_input.time_window(from_, to, "--from", "--to"))
     with database() as conn:
+        cli_input.known(conn, tenant=tenant, model=model)
         columns, rows = reports.usage(conn, by, where)
+    if by is UsageGrouping.day and fmt is Format.table:
+        rows = [{**row, "day": row["day"].date()} for row in rows]
     typer.echo(render(rows, columns, fmt))
 
 
 @app.command()
-@friendly_errors
 def reconcile(fmt: FormatOption = Format.table) -> None:
     """Check produced = accepted + duplicates + conflicts + rejected and ledger = aggregates.
 
@@ -285,7 +259,6 @@ def reconcile(fmt: FormatOption = Format.table) -> None:
 
 
 @app.command()
-@friendly_errors
 def lag(
     wait: Annotated[float, typer.Option(help="Wait up to this many seconds for zero lag.")] = 0.0,
 ) -> None:
@@ -309,7 +282,6 @@ def lag(
 
 
 @dlq_app.command("list")
-@friendly_errors
 def dlq_list(fmt: FormatOption = Format.table) -> None:
     """Summarise dead letters by reason, with the latest detail for each."""
     with database() as conn:
@@ -318,7 +290,6 @@ def dlq_list(fmt: FormatOption = Format.table) -> None:
 
 
 @dlq_app.command("replay")
-@friendly_errors
 def dlq_replay(
     reason: Annotated[str, typer.Option(help="Replay the dead letters with this reason.")],
     limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
@@ -332,21 +303,21 @@ def dlq_replay(
     if reason not in REASONS:
         raise fail(f"unknown reason {reason!r}; reasons are: {', '.join(REASONS)}")
     settings = get_settings()
-    count = asyncio.run(
-        dlq.replay(
-            settings.psycopg_dsn,
-            settings.kafka_bootstrap,
-            settings.topic_usage,
-            reason,
-            limit=limit,
-            progress=lambda n: typer.echo(f"replayed {n:,}", err=True),
+    with progress(f"replaying {reason}", limit) as advance:
+        count = asyncio.run(
+            dlq.replay(
+                settings.psycopg_dsn,
+                settings.kafka_bootstrap,
+                settings.topic_usage,
+                reason,
+                limit=limit,
+                progress=advance,
+            )
         )
-    )
     typer.echo(f"replayed {count:,} dead letters with reason {reason} to {settings.topic_usage}")
 
 
 @app.command()
-@friendly_errors
 def conflicts(
     limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 50,
     fmt: FormatOption = Format.table,
@@ -365,7 +336,6 @@ def conflicts(
 
 
 @app.command()
-@friendly_errors
 def produce(
     events: Annotated[int, typer.Option(help="Messages to send in all.")] = 100_000,
     tenants: Annotated[int, typer.Option(help="Demo tenants to spread them over (skewed).")] = 50,
@@ -399,7 +369,7 @@ def produce(
     occurred_from = None
     try:
         if period is not None:
-            month = period_from_label(period)
+            month = period_from_label(cli_input.period(period))
             backdating = timedelta(days=settings.backdating_days)
             occurred_from, now = period_span(month.start, month.end, now, backdating)
         spec = TrafficSpec(
@@ -417,24 +387,20 @@ def produce(
         raise fail(str(exc)) from None
     plan = TrafficPlan(spec)
     started = time.monotonic()
-
-    def show(sent: int) -> None:
-        rate_now = sent / max(time.monotonic() - started, 1e-9)
-        typer.echo(f"\rproduced {sent:,}/{events:,} ({rate_now:,.0f}/s)", err=True, nl=False)
-
     asyncio.run(ensure_topics(settings))
-    sent = asyncio.run(
-        send_all(
-            plan.messages(),
-            bootstrap_servers=settings.kafka_bootstrap,
-            topic=settings.topic_usage,
-            rate=rate,
-            progress=show,
+    with progress(f"producing to {settings.topic_usage}", events) as advance:
+        sent = asyncio.run(
+            send_all(
+                plan.messages(),
+                bootstrap_servers=settings.kafka_bootstrap,
+                topic=settings.topic_usage,
+                rate=rate,
+                progress=advance,
+            )
         )
-    )
     elapsed = time.monotonic() - started
     typer.echo(
-        f"\rproduced {sent:,} messages to {settings.topic_usage} in {elapsed:.1f}s "
+        f"produced {sent:,} messages to {settings.topic_usage} in {elapsed:.1f}s "
         f"({sent / max(elapsed, 1e-9):,.0f}/s)",
         err=True,
     )

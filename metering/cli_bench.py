@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from metering.cli_support import FormatOption, fail, friendly_errors
+from metering.cli_support import FormatOption, fail
 from metering.config import get_settings
 from metering.output import Format
 from metering.services import local_services
@@ -67,4 +67,4 @@ def bench(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(friendly_errors(bench))
+    app.command("bench")(bench)

@@ -7,22 +7,19 @@ Thin: parse the options, call ``metering.db.billing`` and the export writers, pr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
-from functools import wraps
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-import psycopg
 import typer
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from metering.cli_support import FormatOption, fail, friendly_errors
+from metering import cli_input
+from metering.cli_support import FormatOption, database, fail
 from metering.config import get_settings
 from metering.db import billing, quota_store
 from metering.events import SERVICE_TIERS
@@ -33,16 +30,10 @@ from metering.invoice_export import (
     line_record,
     summary_name,
 )
-from metering.invoicing import (
-    CURRENCY_MINOR_UNITS,
-    FinalizedInvoice,
-    InvoiceError,
-    InvoiceLine,
-    period_from_label,
-)
-from metering.output import Format, render
+from metering.invoicing import CURRENCY_MINOR_UNITS, FinalizedInvoice, InvoiceLine
+from metering.output import Format, progress, render
 from metering.price_files import PriceFileError, load_price_file
-from metering.pricing import TOKEN_CLASSES, PricingError, TokenClass
+from metering.pricing import TOKEN_CLASSES, TokenClass
 
 
 class BillingSettings(BaseSettings):
@@ -69,53 +60,6 @@ def late_window() -> timedelta:
     )
 
 
-@contextmanager
-def _connection() -> Iterator[psycopg.Connection]:
-    """An autocommit connection: the billing adapters open their own transactions."""
-    with psycopg.connect(get_settings().psycopg_dsn, connect_timeout=5, autocommit=True) as conn:
-        yield conn
-
-
-def _billing_errors(func: Any) -> Any:
-    """Billing errors a person can fix become one line and exit code 2."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (billing.BillingError, PricingError, InvoiceError) as exc:
-            raise fail(str(exc)) from None
-
-    return friendly_errors(wrapper)
-
-
-def _moment(value: str | None, option: str, default: datetime | None = None) -> datetime:
-    """``2026-11-01`` (00:00 UTC) or an ISO time; a time without offset is UTC."""
-    if value is None:
-        if default is None:
-            raise fail(f"{option} is required")
-        return default
-    try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise fail(
-            f"{option} {value!r} is not a date: use 2026-11-01 (00:00 UTC) or 2026-11-01T12:00:00Z"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _decimal(value: str, option: str) -> Decimal:
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise fail(f"{option} {value!r} is not a decimal number such as 12.50") from None
-    if not amount.is_finite():
-        raise fail(f"{option} {value!r} must be a finite number")
-    return amount
-
-
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -138,7 +82,6 @@ prices_app = typer.Typer(
 
 
 @prices_app.command("import")
-@_billing_errors
 def prices_import(
     file: Annotated[Path, typer.Argument(help="A price file, .yaml/.yml or .csv.")],
     replace: Annotated[
@@ -179,7 +122,7 @@ def prices_import(
         for problem in exc.problems:
             typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
-    with _connection() as conn:
+    with database(autocommit=True) as conn:
         result = billing.import_prices(
             conn,
             entries,
@@ -266,7 +209,6 @@ def _show_time(moment: datetime) -> str:
 
 
 @prices_app.command("list")
-@_billing_errors
 def prices_list(
     at: Annotated[
         str | None, typer.Option(help="The moment (UTC) whose prices to show; default now.")
@@ -275,8 +217,9 @@ def prices_list(
     fmt: FormatOption = Format.table,
 ) -> None:
     """List the list prices in effect at a moment, per 1M tokens."""
-    moment = _moment(at, "--at", now())
-    with _connection() as conn:
+    moment = cli_input.moment(at, "--at") if at is not None else now()
+    with database(autocommit=True) as conn:
+        cli_input.known(conn, model=model)
         book = billing.load_price_book(conn)
     rows = [
         {
@@ -330,18 +273,31 @@ def tenants_set(
     changes: dict[str, Any] = {}
     if currency is not None:
         changes["currency"] = currency.upper()
+        if changes["currency"] not in CURRENCY_MINOR_UNITS:
+            raise fail(
+                f"--currency {currency!r} is not one we bill in: {', '.join(CURRENCY_MINOR_UNITS)}"
+            )
     if anchor_day is not None:
         changes["anchor_day"] = anchor_day
     if discount_percent is not None:
-        changes["discount_percent"] = _decimal(discount_percent, "--discount-percent")
-    if minimum_commitment is not None:
-        changes["minimum_commitment"] = (
-            None
-            if minimum_commitment.lower() == "none"
-            else _decimal(minimum_commitment, "--minimum-commitment")
-        )
-    start = _moment(effective_from, "--effective-from", now().replace(microsecond=0))
-    with _connection() as conn, conn.transaction():
+        discount = cli_input.decimal(discount_percent, "--discount-percent")
+        if not 0 <= discount <= 100:
+            raise fail(f"--discount-percent {discount_percent} must be from 0 to 100")
+        changes["discount_percent"] = discount
+    if minimum_commitment is not None and minimum_commitment.lower() == "none":
+        changes["minimum_commitment"] = None
+    elif minimum_commitment is not None:
+        minimum = cli_input.decimal(minimum_commitment, "--minimum-commitment")
+        if minimum < 0:
+            raise fail(f"--minimum-commitment {minimum_commitment} must not be negative")
+        changes["minimum_commitment"] = minimum
+    start = (
+        cli_input.moment(effective_from, "--effective-from")
+        if effective_from is not None
+        else now().replace(microsecond=0)
+    )
+    with database(autocommit=True) as conn, conn.transaction():
+        cli_input.known_tenant(conn, tenant_id)
         contract, changed = billing.set_contract(conn, tenant_id, start, **changes)
         # Quota periods are billing periods: a new anchor day moves them, in this transaction.
         if changed:
@@ -364,8 +320,8 @@ def tenants_contract(
     Before its first contract a tenant is billed on the default terms (USD, list prices,
     calendar months), shown as the first row.
     """
-    with _connection() as conn:
-        billing.require_tenant(conn, tenant_id)
+    with database(autocommit=True) as conn:
+        cli_input.known_tenant(conn, tenant_id)
         history = billing.contract_history(tenant_id, billing.contracts_of(conn, tenant_id))
         overrides = billing.overrides_of(conn, tenant_id).get(tenant_id, [])
     contracts = [
@@ -437,10 +393,13 @@ def tenants_override(
     if tier not in SERVICE_TIERS:
         raise fail(f"--tier {tier!r} is not one of {', '.join(SERVICE_TIERS)}")
     hour = now().replace(minute=0, second=0, microsecond=0)
-    start = _moment(effective_from, "--effective-from", hour)
-    end = _moment(effective_to, "--effective-to") if effective_to is not None else None
+    start, end = cli_input.time_window(
+        effective_from, effective_to, "--effective-from", "--effective-to"
+    )
+    start = start or hour
     bands = None if price.strip().lower() == "list" else billing.Bands.parse(price)
-    with _connection() as conn:
+    with database(autocommit=True) as conn:
+        cli_input.known(conn, tenant=tenant_id, model=model)
         written = billing.set_override(
             conn,
             tenant_id,
@@ -470,14 +429,6 @@ invoices_app = typer.Typer(
 )
 
 PeriodOption = Annotated[str, typer.Option("--period", help="Billing period, YYYY-MM.")]
-
-
-def _check_label(label: str) -> str:
-    try:
-        period_from_label(label)
-    except InvoiceError as exc:
-        raise fail(str(exc)) from None
-    return label
 
 
 def _print_invoice(header: dict[str, Any], lines: tuple[InvoiceLine, ...], fmt: Format) -> None:
@@ -520,7 +471,6 @@ def _header(invoice: FinalizedInvoice) -> dict[str, Any]:
 
 
 @invoices_app.command("preview")
-@_billing_errors
 def invoices_preview(
     tenant: Annotated[str, typer.Option(help="The tenant.")],
     period: Annotated[
@@ -533,12 +483,12 @@ def invoices_preview(
     Computed on the fly from the hourly usage, with the adjustments that late usage of
     closed periods will add. A period already closed shows its finalized invoice.
     """
-    with _connection() as conn:
+    period = cli_input.optional_period(period)
+    with database(autocommit=True) as conn:
+        cli_input.known_tenant(conn, tenant)
         ctx = billing.BillingContext.load(conn, late_window(), tenant)
         chosen = (
-            ctx.period(tenant, _check_label(period))
-            if period is not None
-            else ctx.current_period(tenant, now())
+            ctx.period(tenant, period) if period is not None else ctx.current_period(tenant, now())
         )
         closed, invoice = billing.closed_invoice_for(conn, tenant, chosen)
         if invoice is not None:
@@ -565,7 +515,6 @@ def invoices_preview(
 
 
 @invoices_app.command("close")
-@_billing_errors
 def invoices_close(
     period: PeriodOption,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
@@ -582,24 +531,14 @@ def invoices_close(
     Late usage of closed periods becomes adjustment lines. Exits 1 if a tenant could not be
     billed (the others are).
     """
-    label = _check_label(period)
+    label = cli_input.period(period)
     grace = timedelta(hours=BillingSettings().invoice_grace_hours)
     started = time.monotonic()
-    last = 0.0
-
-    def progress(done: int, total: int, invoiced: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= 0.5 or done == total:
-            last = now
-            typer.echo(
-                f"\rclosing {label}: {done:,}/{total:,} tenants, {invoiced:,} invoices"
-                f" ({now - started:.1f}s)",
-                err=True,
-                nl=done == total,
-            )
-
-    with _connection() as conn:
+    with (
+        database(autocommit=True) as conn,
+        progress(f"closing {label}: tenants") as advance,
+    ):
+        cli_input.known(conn, tenant=tenant)
         results = billing.close_period(
             conn,
             label,
@@ -608,7 +547,7 @@ def invoices_close(
             late_window=late_window(),
             tenant_id=tenant,
             force=force,
-            progress=progress,
+            progress=lambda done, total, invoiced: advance(done, total, f"{invoiced:,} invoices"),
         )
     counts: dict[str, int] = {}
     for result in results:
@@ -643,14 +582,15 @@ def invoices_close(
 
 
 @invoices_app.command("list")
-@_billing_errors
 def invoices_list(
     period: Annotated[str | None, typer.Option(help="Only this period, YYYY-MM.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """List finalized invoices by number."""
-    with _connection() as conn:
+    period = cli_input.optional_period(period)
+    with database(autocommit=True) as conn:
+        cli_input.known(conn, tenant=tenant)
         invoices = billing.finalized_invoices(conn, period_label=period, tenant_id=tenant)
     rows = [
         {
@@ -670,13 +610,12 @@ def invoices_list(
 
 
 @invoices_app.command("show")
-@_billing_errors
 def invoices_show(
     number: Annotated[str, typer.Argument(help="Invoice number, e.g. INV-2026-000001.")],
     fmt: FormatOption = Format.table,
 ) -> None:
     """Show one finalized invoice with its lines."""
-    with _connection() as conn:
+    with database(autocommit=True) as conn:
         found = billing.finalized_invoices(conn, invoice_number=number)
     if not found:
         raise fail(f"no invoice {number!r}: `metering invoices list` shows the numbers")
@@ -684,7 +623,6 @@ def invoices_show(
 
 
 @invoices_app.command("export")
-@_billing_errors
 def invoices_export(
     period: PeriodOption,
     fmt: Annotated[ExportFormat, typer.Option("--format", help="File format: json, csv or pdf.")],
@@ -696,27 +634,24 @@ def invoices_export(
     One OUT/NUMBER.FORMAT per invoice and OUT/summary-PERIOD.FORMAT. Files depend only on
     the stored invoices: exporting again gives identical bytes.
     """
-    label = _check_label(period)
-    with _connection() as conn:
+    label = cli_input.period(period)
+    cli_input.output_directory(out)
+    with database(autocommit=True) as conn:
+        cli_input.known(conn, tenant=tenant)
         invoices = billing.finalized_invoices(conn, period_label=label, tenant_id=tenant)
     started = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        if done % 200 == 0 or done == total:
-            typer.echo(f"\rexported {done:,}/{total:,} invoices", err=True, nl=done == total)
-
-    paths = export_invoices(label, invoices, fmt, out, progress)
+    with progress(f"exporting {label}", len(invoices)) as advance:
+        export_invoices(label, invoices, fmt, out, lambda done, total: advance(done, total))
     typer.echo(
         f"{len(invoices):,} invoices of {label} written to {out}"
         f" ({summary_name(label, fmt)}) in {time.monotonic() - started:.1f}s"
     )
-    del paths
 
 
 def register(app: typer.Typer, tenants_app: typer.Typer) -> None:
     """Adds `prices`, `invoices` and the contract commands of `tenants` to the CLI."""
     app.add_typer(prices_app, name="prices")
     app.add_typer(invoices_app, name="invoices")
-    tenants_app.command("set")(_billing_errors(tenants_set))
-    tenants_app.command("contract")(_billing_errors(tenants_contract))
-    tenants_app.command("override")(_billing_errors(tenants_override))
+    tenants_app.command("set")(tenants_set)
+    tenants_app.command("contract")(tenants_contract)
+    tenants_app.command("override")(tenants_override)

@@ -4,31 +4,14 @@ tenant's rows in schema ``reporting``. ``register(tenants_app)`` adds them."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
-from functools import wraps
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from metering.cli_support import FormatOption, database, fail, friendly_errors
-from metering.db import logins
-from metering.db.billing import BillingError
-from metering.logins import TENANT_ROLE
+from metering import cli_input
+from metering.cli_support import FormatOption, database, fail
 from metering.output import Format, render
-
-
-def _login_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Mistakes about tenants and roles become one line and exit code 2."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (logins.LoginError, BillingError) as exc:
-            raise fail(str(exc)) from None
-
-    return friendly_errors(wrapper)
 
 
 def tenants_grant_login(
@@ -56,7 +39,11 @@ def tenants_grant_login(
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise fail("--password-stdin: standard input has no password on its first line")
+    from metering.db import logins
+    from metering.logins import TENANT_ROLE
+
     with database() as conn:
+        cli_input.known_tenant(conn, tenant)
         granted = logins.grant_login(conn, tenant, role, password)
     if granted.already:
         what = "was already a login of"
@@ -77,7 +64,10 @@ def tenants_revoke_login(
     The role itself and its membership in metering_tenant are kept (roles are shared by
     every database of the server); DROP ROLE it yourself when nothing else uses it.
     """
+    from metering.db import logins
+
     with database() as conn:
+        cli_input.known_tenant(conn, tenant)
         logins.revoke_login(conn, tenant, role)
     typer.echo(f"role {role} no longer reads tenant {tenant}'s rows")
 
@@ -87,12 +77,15 @@ def tenants_logins(
     fmt: FormatOption = Format.table,
 ) -> None:
     """List the login roles of tenants (role_exists is false for a role dropped since)."""
+    from metering.db import logins
+
     with database() as conn:
+        cli_input.known(conn, tenant=tenant)
         rows = [asdict(login) for login in logins.list_logins(conn, tenant)]
     typer.echo(render(rows, ["role", "tenant_id", "granted_at", "role_exists"], fmt))
 
 
 def register(tenants_app: typer.Typer) -> None:
-    tenants_app.command("grant-login")(_login_errors(tenants_grant_login))
-    tenants_app.command("revoke-login")(_login_errors(tenants_revoke_login))
-    tenants_app.command("logins")(_login_errors(tenants_logins))
+    tenants_app.command("grant-login")(tenants_grant_login)
+    tenants_app.command("revoke-login")(tenants_revoke_login)
+    tenants_app.command("logins")(tenants_logins)

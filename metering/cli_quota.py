@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from psycopg.rows import dict_row
 
+from metering import cli_input
 from metering.cli_billing import late_window, now
-from metering.cli_support import FormatOption, database, fail, friendly_errors
+from metering.cli_support import FormatOption, database, fail
 from metering.db import billing, quota_store
 from metering.invoicing import LineKind
 from metering.output import Format, render
@@ -35,7 +36,6 @@ def limit_id_for(tenant: str, model: str | None, kind: LimitKind) -> str:
 
 
 @quota_app.command("set")
-@friendly_errors
 def quota_set(
     tenant: Annotated[str, typer.Option(help="The tenant.")],
     kind: Annotated[LimitKind, typer.Option(help="What is limited.")],
@@ -64,9 +64,7 @@ def quota_set(
         ) from None
     new = Limit(limit_id_for(tenant, model, kind), tenant, model, kind, amount, hard, percents)
     with database() as conn:
-        known = conn.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant,)).fetchone()
-        if not known:
-            raise fail(f"no tenant {tenant!r}; add it with `metering tenants add {tenant}`")
+        cli_input.known(conn, tenant=tenant, model=model)
         status = quota_store.set_limit(conn, new)
     window = "this minute" if kind.per_minute else "this billing period"
     typer.echo(
@@ -98,13 +96,13 @@ def _amount(kind: LimitKind, given: str) -> Amount:
 
 
 @quota_app.command("list")
-@friendly_errors
 def quota_list(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """List limits."""
     with database() as conn:
+        cli_input.known(conn, tenant=tenant)
         limits = quota_store.list_limits(conn, tenant)
     rows = [
         {
@@ -123,7 +121,6 @@ def quota_list(
 
 
 @quota_app.command("remove")
-@friendly_errors
 def quota_remove(
     tenant: Annotated[str, typer.Option(help="The tenant.")],
     kind: Annotated[LimitKind, typer.Option(help="Which kind of limit.")],
@@ -132,6 +129,7 @@ def quota_remove(
     """Remove a limit; a tenant it blocked is unblocked within a second."""
     limit_id = limit_id_for(tenant, model, kind)
     with database() as conn:
+        cli_input.known(conn, tenant=tenant, model=model)
         removed = quota_store.remove_limit(conn, limit_id)
     if not removed:
         raise fail(f"no limit {limit_id}; see `metering quota list --tenant {tenant}`", code=1)
@@ -139,7 +137,6 @@ def quota_remove(
 
 
 @quota_app.command("alerts")
-@friendly_errors
 def quota_alerts(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
     fmt: FormatOption = Format.table,
@@ -147,6 +144,7 @@ def quota_alerts(
     """Threshold alerts from reporting.quota_alerts, newest first."""
     columns = ["emitted_at", "tenant_id", "limit_id", "threshold", "limit", "used", "hard"]
     with database() as conn, conn.cursor(row_factory=dict_row) as cur:
+        cli_input.known(conn, tenant=tenant)
         rows = cur.execute(
             'SELECT emitted_at, tenant_id, limit_id, threshold, "limit", used, hard'
             " FROM reporting.quota_alerts WHERE %s::text IS NULL OR tenant_id = %s"
@@ -157,7 +155,6 @@ def quota_alerts(
 
 
 @quota_app.command("spend")
-@friendly_errors
 def quota_spend(
     period: Annotated[
         str | None, typer.Option(help="Billing period, YYYY-MM (default: the current one).")
@@ -170,6 +167,7 @@ def quota_spend(
     graduated tiers, overrides and rounding, so it is the final word. The difference is
     shown per tenant: usage lines of the finalized invoice, or of the running draft.
     """
+    period = cli_input.optional_period(period)
     rows = []
     with database() as conn:
         tenants = sorted({x.tenant_id for x in quota_store.list_limits(conn) if x.kind.is_spend})

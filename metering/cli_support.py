@@ -1,60 +1,219 @@
-"""What every `metering` command shares: clear errors, the database, output format."""
+"""What every `metering` command shares: one-line errors, the database, output format.
+
+``GuardedGroup`` is the one place that turns failures into messages: every command runs
+inside it, so no traceback reaches a user. Heavy libraries (psycopg, aiokafka, SQLAlchemy)
+are imported only when a command needs them, never to start the CLI.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
-import psycopg
 import typer
-from aiokafka.errors import KafkaConnectionError
+from typer._click import exceptions as click_errors  # typer's own click, vendored
+from typer.core import TyperGroup
 
-from metering.config import get_settings
-from metering.kafka_admin import TopicMissingError
 from metering.output import Format
-from metering.services import ServiceError
+
+if TYPE_CHECKING:
+    import psycopg
 
 FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
 
-F = TypeVar("F", bound=Callable[..., Any])
+USAGE = 2
+"""Exit code of a mistake in the command line (a bad option, an unknown tenant)."""
+FAILED = 1
+"""Exit code of a failed check or of something the user's environment did not provide."""
+
+DEBUG_VARIABLE = "METERING_DEBUG"
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
+class UserError(Exception):
+    """A mistake the user can fix, said in one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = USAGE) -> UserError:
+    """The error to ``raise`` for a mistake: the guard prints it as one line."""
+    return UserError(message, code)
+
+
+def command_group(help_text: str, **options: Any) -> typer.Typer:
+    """A `metering` command group with plain help: paragraphs re-wrapped, no type noise."""
+    return typer.Typer(help=help_text, no_args_is_help=True, rich_markup_mode=None, **options)
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
+def _say(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
-def friendly_errors(func: F) -> F:
-    """Turns the errors a user can fix into one clear line instead of a traceback."""
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+
+class GuardedGroup(TyperGroup):
+    """The `metering` command group: every failure ends as one line on stderr.
+
+    Usage mistakes exit 2 and name the command's --help; known failures (a service down, a
+    path that cannot be written) say what to do; anything else names its type and how to see
+    the traceback (METERING_DEBUG=1), exit 1.
+    """
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, standalone_mode: bool = True, **extra: Any
+    ) -> Any:
         try:
-            return func(*args, **kwargs)
-        except (ServiceError, TopicMissingError) as exc:
-            raise fail(str(exc)) from None
-        except psycopg.errors.UndefinedTable:
-            raise fail("the database has no schema yet: run `metering db upgrade`") from None
-        except psycopg.OperationalError as exc:
-            settings = get_settings()
-            raise fail(
-                f"cannot use the database at {settings.database_url}: {str(exc).strip()}\n"
-                "Start the local one with `metering services up`, or set METERING_DATABASE_URL."
-            ) from None
-        except KafkaConnectionError as exc:
-            raise fail(
-                f"cannot reach Kafka at {get_settings().kafka_bootstrap}: {exc}\n"
-                "Start the local broker with `metering services up`, or set "
-                "METERING_KAFKA_BOOTSTRAP."
-            ) from None
+            code = super().main(args=args, standalone_mode=False, **extra)
+        except click_errors.ClickException as exc:
+            code = _usage_error(exc)
+        except typer.Abort:
+            _say("aborted")
+            code = FAILED
+        except Exception as exc:
+            if debugging():
+                raise
+            message, code = explain(exc)
+            _say(message)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
 
-    return wrapper  # type: ignore[return-value]
+
+def quiet_libraries(ctx: typer.Context) -> None:
+    """Runs before every command: libraries log connection retries and unclosed clients to
+    stderr when nothing handles their records, and the one error line already says what went
+    wrong. The worker keeps its logs; METERING_DEBUG=1 keeps everyone's."""
+    if not debugging() and ctx.invoked_subcommand != "worker":
+        logging.getLogger().addHandler(logging.NullHandler())
+
+
+def _usage_error(exc: click_errors.ClickException) -> int:
+    if isinstance(exc, click_errors.NoArgsIsHelpError):
+        typer.echo(exc.format_message())  # a group run without a command: its help
+        return exc.exit_code
+    where = ""
+    if isinstance(exc, click_errors.UsageError) and exc.ctx is not None:
+        where = f"; see `{exc.ctx.command_path} --help`"
+    _say(_one_line(exc.format_message()) + where)
+    return exc.exit_code
+
+
+def explain(exc: BaseException) -> tuple[str, int]:
+    """The line and exit code for a failure raised by a command."""
+    if isinstance(exc, UserError):
+        return str(exc), exc.code
+    for explainer in (_database_failure, _kafka_failure, _domain_failure):
+        found = explainer(exc)
+        if found is not None:
+            return found
+    if isinstance(exc, OSError):
+        path = f"{exc.filename}: " if exc.filename else ""
+        return f"{path}{exc.strerror or exc}", FAILED
+    return (
+        f"unexpected {type(exc).__name__}: {_one_line(str(exc))}; run it again with"
+        f" {DEBUG_VARIABLE}=1 for the traceback, and report it",
+        FAILED,
+    )
+
+
+def _database_failure(exc: BaseException) -> tuple[str, int] | None:
+    if "psycopg" not in sys.modules:
+        return None
+    import psycopg
+
+    cause = getattr(exc, "orig", None) if "sqlalchemy" in sys.modules else None
+    error = cause if isinstance(cause, psycopg.Error) else exc
+    if isinstance(error, psycopg.errors.UndefinedTable):
+        return "the database has no schema yet: run `metering db upgrade`", FAILED
+    if not isinstance(error, psycopg.OperationalError):
+        return None
+    from metering.config import get_settings
+
+    settings = get_settings()
+    reason = str(error).strip().splitlines()[0].split(": ")[-1]
+    return (
+        f"the database at {_host_port(settings.psycopg_dsn)} is not reachable ({reason}):"
+        " start it with `metering services up` or set METERING_DATABASE_URL",
+        FAILED,
+    )
+
+
+def _host_port(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(dsn)
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
+
+
+def _kafka_failure(exc: BaseException) -> tuple[str, int] | None:
+    if "aiokafka" in sys.modules:
+        from aiokafka.errors import KafkaConnectionError
+
+        if isinstance(exc, KafkaConnectionError):
+            from metering.config import get_settings
+
+            return (
+                f"Kafka at {get_settings().kafka_bootstrap} is not reachable: start it with"
+                " `metering services up` or set METERING_KAFKA_BOOTSTRAP",
+                FAILED,
+            )
+    if "metering.kafka_admin" in sys.modules:
+        from metering.kafka_admin import TopicMissingError
+
+        if isinstance(exc, TopicMissingError):
+            return str(exc), FAILED
+    return None
+
+
+def _domain_failure(exc: BaseException) -> tuple[str, int] | None:
+    """Errors of the domain and store that a user fixes with other options or data."""
+    if "metering.services.process" in sys.modules:
+        from metering.services import ServiceError
+
+        if isinstance(exc, ServiceError):
+            return str(exc), FAILED
+    known: list[type[BaseException]] = []
+    for module, names in _USER_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            known.extend(getattr(loaded, name) for name in names)
+    if known and isinstance(exc, tuple(known)):
+        return _one_line(str(exc)), USAGE
+    return None
+
+
+_USER_ERRORS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("metering.db.billing", ("BillingError",)),
+    ("metering.pricing", ("PricingError",)),
+    ("metering.invoicing", ("InvoiceError",)),
+    ("metering.db.logins", ("LoginError",)),
+)
+"""Exceptions that mean "your input cannot be used", by module: an exception of a module
+never imported cannot have been raised, so the CLI need not import it to recognise it."""
 
 
 @contextmanager
-def database() -> Iterator[psycopg.Connection]:
-    """A connection to the billing database, committed when the block succeeds."""
-    with psycopg.connect(get_settings().psycopg_dsn, connect_timeout=5) as conn:
+def database(*, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    """A connection to the billing database, committed when the block succeeds.
+
+    ``autocommit`` for the billing adapters, which open their own transactions.
+    """
+    import psycopg
+
+    from metering.config import get_settings
+
+    dsn = get_settings().psycopg_dsn
+    with psycopg.connect(dsn, connect_timeout=5, autocommit=autocommit) as conn:
         yield conn

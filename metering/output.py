@@ -1,14 +1,16 @@
-"""Rendering result rows as a table, JSON or CSV for the command line."""
+"""Rendering result rows as a table, JSON or CSV for the command line; progress bars."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -48,17 +50,64 @@ def render(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: Forma
                 [row[c].isoformat() if isinstance(row[c], date) else row[c] for c in columns]
             )
         return out.getvalue().rstrip("\n")
-    cells = [[_cell(row[c]) for c in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    numeric = [
-        all(isinstance(row[c], int | Decimal) or row[c] is None for row in rows) and bool(rows)
-        for c in columns
-    ]
+    return _table(rows, columns)
 
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(values, widths, numeric, strict=True)
-        ).rstrip()
 
-    return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Rows laid out by rich: numbers right-aligned, nothing wrapped or cut, so a line per
+    row whatever the terminal's width (bold headers only on a terminal)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for column in columns:
+        numeric = bool(rows) and all(
+            (isinstance(row[column], int | Decimal) and not isinstance(row[column], bool))
+            or row[column] is None
+            for row in rows
+        )
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(Text(_cell(row[c])) for c in columns))
+    out = io.StringIO()
+    console = Console(file=out, width=100_000, force_terminal=sys.stdout.isatty(), highlight=False)
+    console.print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().rstrip("\n").splitlines())
+
+
+@contextmanager
+def progress(description: str, total: int | None = None) -> Iterator[Advance]:
+    """A progress bar on stderr while the block runs, when stderr is a terminal; otherwise
+    nothing, so that logs and pipes get no carriage-return lines."""
+    if not sys.stderr.isatty():
+        yield _ignore
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total, detail="")
+
+        def advance(done: int, total: int | None = None, detail: str = "") -> None:
+            bar.update(task, completed=done, total=total, detail=detail)
+
+        yield advance
+
+
+class Advance(Protocol):
+    """Reports progress: ``done`` of ``total`` (if known by now), and a short detail."""
+
+    def __call__(self, done: int, total: int | None = None, detail: str = "") -> None: ...
+
+
+def _ignore(done: int, total: int | None = None, detail: str = "") -> None:
+    """Progress that nobody watches."""
