@@ -6,7 +6,9 @@ Thin: parse the options, call ``metering.db.billing`` and the export writers, pr
 
 from __future__ import annotations
 
+import difflib
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from metering import cli_input
 from metering.cli_support import FormatOption, database, fail
 from metering.config import get_settings
-from metering.db import billing, quota_store
+from metering.db import billing, catalog, quota_store
 from metering.events import SERVICE_TIERS
 from metering.invoice_export import (
     LINE_FIELDS,
@@ -33,7 +35,7 @@ from metering.invoice_export import (
 from metering.invoicing import CURRENCY_MINOR_UNITS, FinalizedInvoice, InvoiceLine
 from metering.output import Format, progress, render
 from metering.price_files import PriceFileError, load_price_file
-from metering.pricing import TOKEN_CLASSES, TokenClass
+from metering.pricing import TOKEN_CLASSES, PriceEntry, TokenClass
 
 
 class BillingSettings(BaseSettings):
@@ -123,6 +125,7 @@ def prices_import(
             typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     with database(autocommit=True) as conn:
+        known_models = {m.model_id for m in catalog.list_models(conn)}
         result = billing.import_prices(
             conn,
             entries,
@@ -142,6 +145,7 @@ def prices_import(
         _show_corrections(result.corrections, "will")
     for model, old, new in result.thresholds:
         typer.echo(f"model {model}: long_context_above {old} -> {new}")
+    _warn_unknown_models(file, entries, set(result.uncataloged), known_models)
     for model in result.uncataloged:
         typer.secho(
             f"warning: {model} has a long-context rule but is not in the model catalog: add it"
@@ -149,6 +153,26 @@ def prices_import(
             fg=typer.colors.YELLOW,
             err=True,
         )
+
+
+def _warn_unknown_models(
+    file: Path, entries: Sequence[PriceEntry], warned: set[str], known_models: set[str]
+) -> None:
+    """Prices of a model the catalog lacks are kept (the model may be added next), but its
+    events are rejected as unknown_model until then: often a typo, so it is said."""
+    unknown = sorted({e.model for e in entries} - known_models - warned)
+    if not unknown:
+        return
+    named = []
+    for model in unknown:
+        close = difflib.get_close_matches(model, sorted(known_models), n=1)
+        named.append(f"{model} (did you mean {close[0]}?)" if close else model)
+    typer.secho(
+        f"warning: {file}: prices for models not in the catalog: {', '.join(named)}; their"
+        " events are rejected until `metering models add MODEL --provider P`",
+        fg=typer.colors.YELLOW,
+        err=True,
+    )
 
 
 def _show_dry_run(

@@ -68,7 +68,16 @@ _DATETIME_SHAPE: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
     r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
-_CURRENCY_SHAPE: Final = re.compile(r"[A-Z]{3}")
+ISO_4217: Final = frozenset(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN
+    BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP
+    GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS
+    KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR
+    MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF
+    SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD
+    TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG""".split()  # noqa: SIM905
+)
+"""The active ISO 4217 currency codes (not funds, metals or testing codes)."""
 _NULL_TAG: Final = "tag:yaml.org,2002:null"
 _BLOCK_KEYS: Final = ("model", "currency", "effective_from", "effective_to", "long_context")
 _TOP_KEYS: Final = ("currency", "prices")
@@ -163,7 +172,7 @@ def parse_price_csv(text: str, source: str) -> list[PriceEntry]:
             model=fields.text("model", values["model"]),
             token_class=fields.choice("token_class", values["token_class"], TOKEN_CLASSES),
             service_tier=fields.choice("service_tier", values["service_tier"], SERVICE_TIERS),
-            currency=fields.text("currency", values["currency"]),
+            currency=fields.currency(values["currency"]),
             price=fields.price("price_per_million", values["price_per_million"]),
             effective_from=fields.moment("effective_from", values["effective_from"]),
             effective_to=fields.moment("effective_to", values.get("effective_to", ""), True),
@@ -287,7 +296,15 @@ class _Fields:
             self.fail(f"{name} {value!r} is not one of {', '.join(allowed)}")
         return value
 
+    def currency(self, value: str) -> str:
+        if value not in ISO_4217:
+            self.fail(f"currency {value!r} is not an ISO 4217 code such as USD or EUR")
+        return value
+
     def price(self, name: str, value: str) -> Decimal:
+        if value.startswith("-") and _PRICE_SHAPE.fullmatch(value[1:]):
+            self.fail(f"{name} {value} must not be negative: write 0 or more, such as 2.50")
+            return Decimal(0)
         if not _PRICE_SHAPE.fullmatch(value):
             self.fail(
                 f"{name} {value!r} is not a price: write a plain decimal amount per 1M tokens"
@@ -543,9 +560,9 @@ class _YamlReader:
         return result
 
     def currency_ok(self, node: Node, currency: str) -> bool:
-        if _CURRENCY_SHAPE.fullmatch(currency):
+        if currency in ISO_4217:
             return True
-        self.fail(node, f"currency {currency!r} must be an ISO 4217 code such as USD")
+        self.fail(node, f"currency {currency!r} is not an ISO 4217 code such as USD or EUR")
         return False
 
     def moment(self, node: Node, name: str) -> datetime | None:
