@@ -74,6 +74,7 @@ class GuardedGroup(TyperGroup):
     def main(  # type: ignore[override]
         self, args: Sequence[str] | None = None, standalone_mode: bool = True, **extra: Any
     ) -> Any:
+        extra.setdefault("prog_name", "metering")  # also when run as `python -m metering.cli`
         try:
             code = super().main(args=args, standalone_mode=False, **extra)
         except click_errors.ClickException as exc:
