@@ -298,7 +298,7 @@ class _Fields:
 
     def currency(self, value: str) -> str:
         if value not in ISO_4217:
-            self.fail(f"currency {value!r} is not an ISO 4217 code such as USD or EUR")
+            self.fail(f"currency {value!r} must be an ISO 4217 code such as USD")
         return value
 
     def price(self, name: str, value: str) -> Decimal:
@@ -562,7 +562,7 @@ class _YamlReader:
     def currency_ok(self, node: Node, currency: str) -> bool:
         if currency in ISO_4217:
             return True
-        self.fail(node, f"currency {currency!r} is not an ISO 4217 code such as USD or EUR")
+        self.fail(node, f"currency {currency!r} must be an ISO 4217 code such as USD")
         return False
 
     def moment(self, node: Node, name: str) -> datetime | None:

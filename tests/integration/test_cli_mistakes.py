@@ -248,7 +248,7 @@ def prices_listed(database_url: str) -> str:
 @pytest.mark.parametrize(
     ("currency", "price", "says"),
     [
-        ("UDS", "1.50", "currency 'UDS' is not an ISO 4217 code"),
+        ("UDS", "1.50", "currency 'UDS' must be an ISO 4217 code"),
         ("USD", "-150", "-150 must not be negative"),
     ],
 )
