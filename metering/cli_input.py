@@ -110,7 +110,8 @@ def known_tenant(conn: psycopg.Connection, tenant: str) -> str:
 
 
 def known_model(conn: psycopg.Connection, model: str) -> str:
-    """``model`` if the catalog has it; otherwise one line naming the closest id."""
+    """``model`` if the catalog has it or a price names it (prices and contract overrides
+    may come before the model is served); otherwise one line naming the closest id."""
     return _known(conn, "model", model)
 
 
@@ -124,7 +125,7 @@ def known(conn: psycopg.Connection, *, tenant: str | None = None, model: str | N
 
 _CATALOG_IDS: Final = {
     "tenant": "SELECT tenant_id FROM tenants",
-    "model": "SELECT model_id FROM models",
+    "model": "SELECT model_id FROM models UNION SELECT model FROM price_entries",
 }
 
 
