@@ -264,7 +264,7 @@ def summary_pdf(label: str, invoices: Sequence[FinalizedInvoice], issuer: Issuer
     pdf.ln(3)
     pdf.font(8.5)
     with pdf.table(
-        col_widths=(36, 62, 18, 28, 30),
+        col_widths=(34, 58, 22, 28, 32),
         text_align=("LEFT", "LEFT", "LEFT", "RIGHT", "RIGHT"),
         borders_layout="HORIZONTAL_LINES",
         headings_style=HEADINGS,
