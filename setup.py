@@ -33,6 +33,7 @@ setup(
     package_dir={BUNDLED: "."},
     package_data={
         "metering.services": ["*.xml"],
+        "metering.fonts": ["*.ttf", "LICENSE"],
         BUNDLED: ["alembic.ini"],
         f"{BUNDLED}.migrations": ["*.mako"],
         f"{BUNDLED}.prices": ["*"],

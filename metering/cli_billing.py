@@ -29,6 +29,7 @@ from metering.invoice_export import (
     LINE_FIELDS,
     ExportFormat,
     export_invoices,
+    invoice_json,
     line_record,
     summary_name,
 )
@@ -479,21 +480,6 @@ def _print_invoice(header: dict[str, Any], lines: tuple[InvoiceLine, ...], fmt: 
     typer.echo(f"{'total':>14}: {header['total']} {header['currency']}")
 
 
-def _header(invoice: FinalizedInvoice) -> dict[str, Any]:
-    return {
-        "invoice_number": invoice.invoice_number,
-        "tenant_id": invoice.tenant_id,
-        "period": invoice.period_label,
-        "period_start": invoice.period.start.isoformat(),
-        "period_end": invoice.period.end.isoformat(),
-        "status": invoice.status,
-        "finalized_at": invoice.finalized_at.isoformat(),
-        "currency": invoice.currency,
-        "subtotal": invoice.subtotal,
-        "total": invoice.total,
-    }
-
-
 @invoices_app.command("preview")
 def invoices_preview(
     tenant: Annotated[str, typer.Option(help="The tenant.")],
@@ -516,7 +502,7 @@ def invoices_preview(
         )
         closed, invoice = billing.closed_invoice_for(conn, tenant, chosen)
         if invoice is not None:
-            _print_invoice(_header(invoice), invoice.lines, fmt)
+            _show_finalized(invoice, fmt)
             return
         if closed:
             typer.echo(f"{tenant}: period {chosen.label} is closed with nothing billed")
@@ -526,11 +512,12 @@ def invoices_preview(
     header = {
         "invoice_number": None,
         "tenant_id": tenant,
+        "period_label": chosen.label,
         "period": chosen.label,
-        "period_start": chosen.start.isoformat(),
-        "period_end": chosen.end.isoformat(),
+        "period_start": _utc(chosen.start),
+        "period_end": _utc(chosen.end),
         "status": "draft",
-        "as_of": now().replace(microsecond=0).isoformat(),
+        "as_of": _utc(now().replace(microsecond=0)),
         "currency": draft.currency,
         "subtotal": draft.subtotal,
         "total": draft.total,
@@ -625,12 +612,13 @@ def invoices_list(
             "subtotal": i.subtotal,
             "total": i.total,
             "lines": len(i.lines),
+            "line_count": len(i.lines),
             "finalized_at": i.finalized_at,
         }
         for i in invoices
     ]
     columns = ["invoice_number", "tenant_id", "period", "currency", "subtotal", "total", "lines"]
-    typer.echo(render(rows, [*columns, "finalized_at"], fmt))
+    typer.echo(render(rows, [*columns, "line_count", "finalized_at"], fmt))
 
 
 @invoices_app.command("show")
@@ -643,7 +631,33 @@ def invoices_show(
         found = billing.finalized_invoices(conn, invoice_number=number)
     if not found:
         raise fail(f"no invoice {number!r}: `metering invoices list` shows the numbers")
-    _print_invoice(_header(found[0]), found[0].lines, fmt)
+    _show_finalized(found[0], fmt)
+
+
+def _show_finalized(invoice: FinalizedInvoice, fmt: Format) -> None:
+    """JSON: the exported document itself (``invoice_json``); else the header and lines."""
+    if fmt is Format.json:
+        typer.echo(invoice_json(invoice, get_settings().issuer()), nl=False)
+        return
+    header = {
+        "invoice_number": invoice.invoice_number,
+        "tenant_id": invoice.tenant_id,
+        "tenant_name": invoice.tenant_name,
+        "period_label": invoice.period_label,
+        "period_start": _utc(invoice.period.start),
+        "period_end": _utc(invoice.period.end),
+        "status": invoice.status,
+        "finalized_at": _utc(invoice.finalized_at),
+        "due_on": get_settings().issuer().due_on(invoice).isoformat(),
+        "currency": invoice.currency,
+        "subtotal": invoice.subtotal,
+        "total": invoice.total,
+    }
+    _print_invoice(header, invoice.lines, fmt)
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @invoices_app.command("export")
@@ -665,7 +679,14 @@ def invoices_export(
         invoices = billing.finalized_invoices(conn, period_label=label, tenant_id=tenant)
     started = time.monotonic()
     with progress(f"exporting {label}", len(invoices)) as advance:
-        export_invoices(label, invoices, fmt, out, lambda done, total: advance(done, total))
+        export_invoices(
+            label,
+            invoices,
+            fmt,
+            out,
+            get_settings().issuer(),
+            advance,
+        )
     typer.echo(
         f"{len(invoices):,} invoices of {label} written to {out}"
         f" ({summary_name(label, fmt)}) in {time.monotonic() - started:.1f}s"

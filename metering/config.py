@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metering.events import ValidationPolicy
+from metering.invoicing import Issuer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _BUNDLE = Path(__file__).resolve().parent / "_bundled"
@@ -72,6 +73,23 @@ class Settings(BaseSettings):
     max_tokens_per_event: int = 50_000_000
     clock_skew_s: float = 300.0
     backdating_days: float = 35.0
+
+    # --- who issues the invoices (docs/billing.md, "Export") ----------------
+    issuer_name: str = Field("LLM Hosting Platform", description="the invoices' sender")
+    issuer_address: str = Field(
+        "", description="the sender's postal address; lines separated by ';' or newlines"
+    )
+    issuer_tax_id: str = Field("", description="the sender's VAT or tax number; none if empty")
+    payment_terms_days: int = Field(30, ge=0, description="days from issue to due date")
+
+    def issuer(self) -> Issuer:
+        lines = self.issuer_address.replace(";", "\n").splitlines()
+        return Issuer(
+            name=self.issuer_name,
+            address=tuple(line.strip() for line in lines if line.strip()),
+            tax_id=self.issuer_tax_id,
+            payment_terms_days=self.payment_terms_days,
+        )
 
     def validation_policy(self) -> ValidationPolicy:
         return ValidationPolicy(

@@ -15,7 +15,7 @@ import calendar
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from enum import StrEnum
 from itertools import pairwise
@@ -671,3 +671,37 @@ class FinalizedInvoice:
     lines: tuple[InvoiceLine, ...]
     subtotal: Decimal
     total: Decimal
+    discount_percent: Decimal = Decimal(0)
+    """The governing contract's discount, which this invoice's own discount line took off;
+    a closed period's contract cannot change, so reading it later gives the same value."""
+
+    @property
+    def issued_on(self) -> date:
+        """The issue date: the UTC day it was finalized."""
+        return self.finalized_at.astimezone(UTC).date()
+
+    @property
+    def amount_due(self) -> Decimal:
+        """What the customer pays: the total (payments and credit notes are not tracked)."""
+        return self.total
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """Who sends the invoices and on what terms: the letterhead of every invoice."""
+
+    name: str
+    address: tuple[str, ...] = ()
+    tax_id: str = ""
+    payment_terms_days: int = 30
+
+    def __post_init__(self) -> None:
+        if type(self.payment_terms_days) is not int or self.payment_terms_days < 0:
+            raise InvoiceError(
+                f"payment terms must be a whole number of days of 0 or more, got"
+                f" {self.payment_terms_days!r}"
+            )
+
+    def due_on(self, invoice: FinalizedInvoice) -> date:
+        """The due date: the issue date plus the payment terms (0 = due on receipt)."""
+        return invoice.issued_on + timedelta(days=self.payment_terms_days)

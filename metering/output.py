@@ -31,6 +31,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def csv_cell(value: Any) -> Any:
+    """A CSV cell: dates as ISO text, booleans as ``true``/``false`` as the JSON has them
+    (``csv`` writes ``None`` as an empty cell)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)  # exact; never a float
@@ -46,9 +56,7 @@ def render(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: Forma
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow(
-                [row[c].isoformat() if isinstance(row[c], date) else row[c] for c in columns]
-            )
+            writer.writerow([csv_cell(row[c]) for c in columns])
         return out.getvalue().rstrip("\n")
     return _table(rows, columns)
 

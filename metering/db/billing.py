@@ -1386,7 +1386,8 @@ def finalized_invoices(
     tenant_id: str | None = None,
     invoice_number: str | None = None,
 ) -> list[FinalizedInvoice]:
-    """Finalized invoices, by number, with their lines."""
+    """Finalized invoices, by number, with their lines and the discount percentage of the
+    contract that governed their period."""
     headers = conn.execute(
         "SELECT invoice_id, invoice_number, tenant_id, tenant_name, period_label, period_start,"
         " period_end, currency, status, finalized_at, subtotal, total FROM invoices"
@@ -1397,7 +1398,9 @@ def finalized_invoices(
         {"p": period_label, "t": tenant_id, "n": invoice_number},
     ).fetchall()
     lines: dict[int, list[InvoiceLine]] = {}
+    contracts: dict[str, list[Contract]] = {}
     if headers:
+        contracts = all_contracts(conn)
         rows = conn.execute(
             f"SELECT invoice_id, {_LINE_COLUMNS} FROM invoice_lines"
             " WHERE invoice_id = ANY(%s) ORDER BY invoice_id, line_no",
@@ -1418,6 +1421,9 @@ def finalized_invoices(
             lines=tuple(lines.get(invoice_id, ())),
             subtotal=subtotal,
             total=total,
+            discount_percent=contract_for_period(
+                contract_history(tenant, contracts.get(tenant, ())), BillingPeriod(start, end)
+            ).discount_percent,
         )
         for (
             invoice_id,

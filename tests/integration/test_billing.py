@@ -8,6 +8,8 @@ Usage is written straight into ``usage_hourly`` the way ingest aggregates it; no
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import Logins
+from pypdf import PdfReader
 
 from metering.config import PROJECT_ROOT, Settings
 from metering.db import billing, catalog, migrate
@@ -1167,7 +1170,6 @@ def test_an_override_can_be_ended_and_bands_given(
 def test_export_writes_one_file_per_invoice_and_a_summary(
     october: psycopg.Connection, settings: Settings, tmp_path: Path
 ) -> None:
-    import csv
     import json
 
     close(october, "2026-10")
@@ -1197,9 +1199,39 @@ def test_export_writes_one_file_per_invoice_and_a_summary(
     rows = list(csv.DictReader((tmp_path / "csv" / f"{numbers[1]}.csv").open()))
     assert len(rows) == len(globex["lines"])
     assert sum(Decimal(r["amount"]) for r in rows) == Decimal("8.37")
-    pdf = (tmp_path / "pdf" / f"{numbers[1]}.pdf").read_bytes()
-    assert pdf.startswith(b"%PDF-1.4") and pdf.rstrip().endswith(b"%%EOF")
-    assert numbers[1].encode() in pdf and rb"(Globex \(globex\))" in pdf and b"8.37" in pdf
+    [page] = PdfReader(tmp_path / "pdf" / f"{numbers[1]}.pdf").pages
+    text = page.extract_text()
+    assert numbers[1] in text and "Account: globex" in text and "Amount due 8.37" in text
+
+
+def test_invoices_show_prints_the_exported_json_document(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    close(october, "2026-10")
+    number = invoice_rows(october, OCT)["acme"]["number"]
+    exported = tmp_path / f"{number}.json"
+    ok(
+        metering(
+            settings,
+            "invoices",
+            "export",
+            "--period",
+            "2026-10",
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path),
+        )
+    )
+    shown = metering(settings, "invoices", "show", number, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.encode() == exported.read_bytes()
+    rows = list(
+        csv.DictReader(
+            io.StringIO(ok(metering(settings, "invoices", "show", number, "--format", "csv")))
+        )
+    )
+    assert rows and {row["long_context"] for row in rows} <= {"true", "false"}
 
 
 # --- reporting -----------------------------------------------------------------------------------
