@@ -327,12 +327,12 @@ def tenants_set(
         # Quota periods are billing periods: a new anchor day moves them, in this transaction.
         if changed:
             quota_store.follow_anchor_day(conn, tenant_id)
-    minimum = contract.minimum_commitment
+    commitment = contract.minimum_commitment
     typer.echo(
         f"{tenant_id}: {'contract from' if changed else 'unchanged, contract from'}"
         f" {contract.effective_from.isoformat()}: {contract.currency}, anchor day"
         f" {contract.anchor_day}, discount {contract.discount_percent}%, minimum commitment"
-        f" {minimum if minimum is not None else 'none'}"
+        f" {commitment if commitment is not None else 'none'}"
     )
 
 
