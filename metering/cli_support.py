@@ -22,6 +22,7 @@ from metering.output import Format
 
 if TYPE_CHECKING:
     import psycopg
+import pydantic
 
 FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
 
@@ -115,7 +116,7 @@ def explain(exc: BaseException) -> tuple[str, int]:
     """The line and exit code for a failure raised by a command."""
     if isinstance(exc, UserError):
         return str(exc), exc.code
-    for explainer in (_database_failure, _kafka_failure, _domain_failure):
+    for explainer in (_settings_failure, _database_failure, _kafka_failure, _domain_failure):
         found = explainer(exc)
         if found is not None:
             return found
@@ -127,6 +128,17 @@ def explain(exc: BaseException) -> tuple[str, int]:
         f" {DEBUG_VARIABLE}=1 for the traceback, and report it",
         FAILED,
     )
+
+
+def _settings_failure(exc: BaseException) -> tuple[str, int] | None:
+    """A METERING_* variable that does not parse: name it and what it needs."""
+    if not isinstance(exc, pydantic.ValidationError) or exc.title != "Settings":
+        return None
+    problems = "; ".join(
+        f"METERING_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg'].lower()}"
+        for e in exc.errors()
+    )
+    return f"{problems}; fix or unset the variable", USAGE
 
 
 def _database_failure(exc: BaseException) -> tuple[str, int] | None:

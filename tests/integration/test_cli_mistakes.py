@@ -71,6 +71,12 @@ def test_a_kafka_that_is_down_is_named_with_what_to_do() -> None:
     assert "METERING_KAFKA_BOOTSTRAP" in line
 
 
+def test_a_setting_that_does_not_parse_is_named_with_its_variable() -> None:
+    line = one_line_error(metering("tenants", "list", METERING_WORKER_WEB_PORT="sixty"), 2)
+    assert "METERING_WORKER_WEB_PORT='sixty'" in line
+    assert "valid integer" in line
+
+
 def test_an_export_into_a_file_or_an_uncreatable_directory_is_refused(
     catalog_db: str, tmp_path: Path
 ) -> None:
