@@ -447,7 +447,7 @@ def build_invoice(
     quantum = minor_unit(currency)
     book = price_book.with_overrides(contract.price_overrides)
     lines = [_usage_line(charge, quantum) for charge in rate(book, usage_rows, currency)]
-    subtotal = _sum(line.amount for line in lines)
+    subtotal = exact_sum(line.amount for line in lines)
 
     net = subtotal
     discount = _MONEY.quantize(
@@ -467,7 +467,7 @@ def build_invoice(
         currency=currency,
         lines=tuple(lines),
         subtotal=_MONEY.quantize(subtotal, quantum),
-        total=_MONEY.quantize(_sum(line.amount for line in lines), quantum),
+        total=_MONEY.quantize(exact_sum(line.amount for line in lines), quantum),
     )
 
 
@@ -561,7 +561,8 @@ def _money_line(kind: LineKind, amount: Decimal) -> InvoiceLine:
     return InvoiceLine(kind, None, None, None, None, 0, None, amount)
 
 
-def _sum(amounts: Iterable[Decimal]) -> Decimal:
+def exact_sum(amounts: Iterable[Decimal]) -> Decimal:
+    """The sum of amounts in ``EXACT``: never rounded, an error rather than inexact."""
     total = Decimal(0)
     for amount in amounts:
         total = EXACT.add(total, amount)

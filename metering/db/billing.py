@@ -39,6 +39,7 @@ from metering.invoicing import (
     build_invoice,
     contract_for_period,
     contract_history,
+    exact_sum,
     minor_unit,
     period_for,
     period_from_label,
@@ -46,7 +47,6 @@ from metering.invoicing import (
 )
 from metering.price_files import ImportPlan, Repricing, plan_import, repricings
 from metering.pricing import (
-    EXACT,
     PriceBook,
     PriceBookError,
     PriceEntry,
@@ -308,13 +308,6 @@ def _store_entries(conn: psycopg.Connection, plan: ImportPlan) -> None:
         )
 
 
-def _total(lines: Iterable[InvoiceLine]) -> Decimal:
-    total = Decimal(0)
-    for line in lines:
-        total = EXACT.add(total, line.amount)
-    return total
-
-
 def _retroactive_refusal(retroactive: Sequence[Repricing], until: datetime) -> BillingError:
     """One line: the first entry that reaches into invoiced periods, and what to do."""
     first = retroactive[0]
@@ -376,7 +369,7 @@ def _corrections(
                 label,
                 number,
                 ctx.contract(tenant_id, period).currency,
-                _total(check.lines),
+                exact_sum(line.amount for line in check.lines),
                 len(check.lines),
             )
         )
