@@ -120,8 +120,8 @@ def _entry_values(entry: PriceEntry) -> tuple[Any, ...]:
 
 
 PRICE_ENTRIES_QUERY: Final = f"SELECT {_PRICE_COLUMNS} FROM price_entries ORDER BY entry_id"
-PRICE_BOOK_VERSION_QUERY: Final = "SELECT count(*), max(imported_at) FROM price_entries"
-"""Changes whenever an import adds or changes an entry (each sets ``imported_at``)."""
+BOOK_REVISION_QUERY: Final = "SELECT coalesce(max(import_id), 0) FROM price_imports"
+"""The price book's revision: the latest import that changed it (0: none yet)."""
 
 
 def load_price_entries(conn: psycopg.Connection) -> list[PriceEntry]:
@@ -702,7 +702,7 @@ def set_override(
 def book_revision(conn: psycopg.Connection) -> int:
     """The latest import that changed the price book (0: none yet). Imports are serialized
     (``import_prices`` locks), so a higher revision is a later book."""
-    row = conn.execute("SELECT coalesce(max(import_id), 0) FROM price_imports").fetchone()
+    row = conn.execute(BOOK_REVISION_QUERY).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from metering.db.billing import PRICE_BOOK_VERSION_QUERY, load_price_book_async
+from metering.db.billing import BOOK_REVISION_QUERY, load_price_book_async
 from metering.db.connection import Reconnecting
 from metering.events import Catalog
 from metering.pricing import PriceBook
@@ -78,7 +78,7 @@ class CatalogCache:
     def __init__(self, dsn: str) -> None:
         self.catalog = Catalog(tenants=frozenset(), models=frozenset())
         self.prices = PriceBook(())
-        self._prices_version: tuple[object, ...] | None = None
+        self._prices_revision: int | None = None
         self._loaded = False
         self._db = Reconnecting(dsn)
 
@@ -100,12 +100,13 @@ class CatalogCache:
     async def learn_prices(self) -> bool:
         """Reloads the price book if an import changed it; returns whether it did."""
         conn = await self._db.connection()
-        # The version is read before the book: a change in between only costs a reload.
-        version = tuple(await (await conn.execute(PRICE_BOOK_VERSION_QUERY)).fetchone() or ())
-        if version == self._prices_version:
+        # The revision is read before the book: a change in between only costs a reload.
+        row = await (await conn.execute(BOOK_REVISION_QUERY)).fetchone()
+        revision = int(row[0]) if row else 0
+        if revision == self._prices_revision:
             return False
         self.prices = await load_price_book_async(conn)
-        self._prices_version = version
+        self._prices_revision = revision
         return True
 
     async def learn(self, tenants: set[str], models: set[str]) -> bool:
