@@ -611,6 +611,23 @@ def estimate_cost(
     return total
 
 
+def estimate_at(
+    book: PriceBook,
+    usage_counts: TokenCounts,
+    model: str,
+    service_tier: str,
+    moment: datetime,
+    *,
+    long_context: bool | None = None,
+) -> Decimal | None:
+    """``estimate_cost`` at the prices ``book`` has in effect at ``moment``; ``None`` where
+    it has none."""
+    prices = book.find(model, service_tier, moment)
+    return (
+        None if prices is None else estimate_cost(usage_counts, prices, long_context=long_context)
+    )
+
+
 _LineKey = tuple[str, TokenClass, str, int, bool, Decimal]
 """model, token class, service tier, band, long-context, unit price: one ``Charge``."""
 

@@ -31,7 +31,7 @@ from metering.db.connection import Reconnecting
 from metering.db.quota_store import QuotaEffects
 from metering.events import UsageEvent
 from metering.invoicing import billing_period_of
-from metering.pricing import NoPriceError, PriceBook, estimate_cost
+from metering.pricing import PriceBook, estimate_at
 from metering.quotas import (
     Limit,
     QuotaUsage,
@@ -64,9 +64,10 @@ class QuotaRules:
 
     def _estimate(self, event: UsageEvent) -> Decimal:
         """In-stream spend estimate at list prices; the invoice is the final word."""
-        try:
-            prices = self.prices.at(event.model, event.service_tier, event.occurred_at)
-        except NoPriceError:
+        cost = estimate_at(
+            self.prices, event.usage, event.model, event.service_tier, event.occurred_at
+        )
+        if cost is None:
             if (event.model, event.service_tier) not in self._unpriced:
                 self._unpriced.add((event.model, event.service_tier))
                 log.warning(
@@ -76,7 +77,7 @@ class QuotaRules:
                     event.occurred_at.isoformat(),
                 )
             return Decimal(0)
-        return estimate_cost(event.usage, prices)
+        return cost
 
 
 class QuotaPublisher:

@@ -37,7 +37,7 @@ from psycopg.rows import class_row
 from metering.db.billing import contracts_of, load_price_book
 from metering.events import UsageEvent
 from metering.invoicing import anchor_day_of, billing_period_of
-from metering.pricing import estimate_cost
+from metering.pricing import estimate_at
 from metering.quotas import (
     Alert,
     Limit,
@@ -219,17 +219,18 @@ def _past_usage(conn: psycopg.Connection, tenant_id: str, since: datetime) -> li
             " WHERE tenant_id = %s AND hour >= %s",
             (tenant_id, since),
         ).fetchall()
-    past = []
-    for row in rows:
-        prices = book.find(row.model, row.service_tier, row.hour)
-        spend = (
-            Decimal(0)
-            if prices is None
-            else estimate_cost(row, prices, long_context=row.long_context)
+    return [
+        PastUsage(
+            row.hour,
+            row.model,
+            counted_tokens(row.input_tokens, row.output_tokens),
+            estimate_at(
+                book, row, row.model, row.service_tier, row.hour, long_context=row.long_context
+            )
+            or Decimal(0),
         )
-        tokens = counted_tokens(row.input_tokens, row.output_tokens)
-        past.append(PastUsage(row.hour, row.model, tokens, spend))
-    return past
+        for row in rows
+    ]
 
 
 _LIMIT_COLUMNS = "limit_id, tenant_id, model, kind, amount, hard, thresholds"
