@@ -289,9 +289,9 @@ async def bisect_refused(
 
 
 def _error_text(error: BaseException) -> str:
-    """The database's one-line message, storable as text."""
+    """The database's one-line message (the ledger stores any text it holds)."""
     lines = str(error).splitlines() or [type(error).__name__]
-    return lines[0].replace("\x00", "")
+    return lines[0]
 
 
 async def _retrying(step: Callable[[_In], Awaitable[_Out]], arg: _In) -> _Out:
