@@ -22,7 +22,6 @@ from metering.output import Format
 
 if TYPE_CHECKING:
     import psycopg
-import pydantic
 
 FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
 
@@ -132,6 +131,10 @@ def explain(exc: BaseException) -> tuple[str, int]:
 
 def _settings_failure(exc: BaseException) -> tuple[str, int] | None:
     """A METERING_* variable that does not parse: name it and what it needs."""
+    if "pydantic" not in sys.modules:
+        return None
+    import pydantic
+
     if not isinstance(exc, pydantic.ValidationError) or exc.title != "Settings":
         return None
     problems = "; ".join(
