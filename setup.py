@@ -33,7 +33,7 @@ setup(
     package_dir={BUNDLED: "."},
     package_data={
         "metering.services": ["*.xml"],
-        "metering.fonts": ["*.ttf", "LICENSE"],
+        "metering.files.fonts": ["*.ttf", "LICENSE"],
         BUNDLED: ["alembic.ini"],
         f"{BUNDLED}.migrations": ["*.mako"],
         f"{BUNDLED}.prices": ["*"],

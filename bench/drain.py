@@ -37,10 +37,10 @@ from bench.harness import (
 )
 from bench.report import Case, Figure, Target
 from metering.config import Settings
-from metering.kafka_admin import ensure_topics, partitions_of
-from metering.producer import produce
+from metering.produce.producer import produce
 from metering.services import KafkaBroker
-from metering.traffic import TrafficMessage, TrafficPlan, TrafficSpec
+from metering.tools.traffic import TrafficMessage, TrafficPlan, TrafficSpec
+from metering.wire.kafka_admin import ensure_topics, partitions_of
 
 TARGET_RATE = 25_000  # events/s, start to zero lag
 TARGET_SHARE = 0.5  # of the lower ceiling

@@ -17,11 +17,11 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from metering.config import PROJECT_ROOT, Settings
-from metering.db import billing, catalog, migrate
-from metering.price_files import LIST_PRICES, load_price_file
-from metering.reconcile import read_progress
+from metering.files.price_files import LIST_PRICES, load_price_file
 from metering.services.process import free_port
-from metering.traffic import DEMO_MODELS, demo_tenants
+from metering.store import billing, catalog, migrate
+from metering.store.reconcile import read_progress
+from metering.tools.traffic import DEMO_MODELS, demo_tenants
 
 POLL_S = 0.05
 

@@ -21,7 +21,7 @@ import psycopg
 from bench.harness import dsn, metering
 from bench.report import Case, Figure, Target
 from metering.config import PROJECT_ROOT, Settings
-from metering.traffic import DEMO_MODELS, demo_tenants
+from metering.tools.traffic import DEMO_MODELS, demo_tenants
 
 TARGET_S = 10.0  # for 1,000 tenants x 10 models
 TIMEOUT_S = 1_800

@@ -35,7 +35,7 @@ from bench.drain import Say
 from bench.harness import POLL_S, dsn, percentile, running_worker
 from bench.report import Case, Figure, Target
 from metering.config import PROJECT_ROOT, Settings
-from metering.kafka_admin import ensure_topics, partitions_of
+from metering.wire.kafka_admin import ensure_topics, partitions_of
 
 TARGET_P99_MS = 1_000
 SETTLE_S = 120.0  # how long the tail may take to arrive after the last send

@@ -35,13 +35,13 @@ from bench.harness import (
     scratch_database,
 )
 from bench.report import Case, Figure, Target
+from metering.billing.quotas import Limit, LimitKind
 from metering.config import Settings
-from metering.db import catalog, quota_store
-from metering.kafka_admin import delete_topics, ensure_topics, worker_topics
-from metering.producer import produce
-from metering.quotas import Limit, LimitKind
+from metering.produce.producer import produce
 from metering.services.process import free_port, port_is_busy
-from metering.traffic import TrafficPlan, TrafficSpec
+from metering.store import catalog, quota_store
+from metering.tools.traffic import TrafficPlan, TrafficSpec
+from metering.wire.kafka_admin import delete_topics, ensure_topics, worker_topics
 
 LIMIT = 10_000
 Say = Callable[[str], None]

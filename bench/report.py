@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from metering.output import Format, render
+from metering.cli.output import Format, render
 
 
 @dataclass(frozen=True, slots=True)

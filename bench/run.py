@@ -18,7 +18,7 @@ from bench.harness import fresh_topics, scratch_database
 from bench.machine import machine_facts
 from bench.report import Case
 from metering.config import PROJECT_ROOT, Settings
-from metering.kafka_admin import delete_topics, worker_topics
+from metering.wire.kafka_admin import delete_topics, worker_topics
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 QUOTA_FALLBACK_RATE = 2_500  # background load for the quota case if the drain failed

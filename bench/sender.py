@@ -13,9 +13,9 @@ import sys
 
 from bench.drain import traffic
 from metering.config import get_settings
-from metering.kafka_admin import ensure_topics
-from metering.producer import produce
-from metering.traffic import TrafficPlan
+from metering.produce.producer import produce
+from metering.tools.traffic import TrafficPlan
+from metering.wire.kafka_admin import ensure_topics
 
 
 def main(events: int, rate: float, seed: int) -> None:

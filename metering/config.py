@@ -14,8 +14,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from metering.events import ValidationPolicy
-from metering.invoicing import Issuer
+from metering.billing.events import ValidationPolicy
+from metering.billing.invoicing import Issuer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _BUNDLE = Path(__file__).resolve().parent / "_bundled"

@@ -39,13 +39,13 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, RecordMetadata, TopicPartition
 from mode import Service
 
+from metering.billing.events import Reason, Rejection, UsageEvent, parse_event
+from metering.billing.pricing import check_priced
 from metering.config import Settings
-from metering.db import quota_store
-from metering.db.catalog import CatalogCache
-from metering.db.ledger import RECORD_ERRORS, BatchOutcome, Ledger, LedgerBatch, SourceRecord
-from metering.db.quota_store import QuotaEffects
-from metering.events import Reason, Rejection, UsageEvent, parse_event
-from metering.pricing import check_priced
+from metering.store import quota_store
+from metering.store.catalog import CatalogCache
+from metering.store.ledger import RECORD_ERRORS, BatchOutcome, Ledger, LedgerBatch, SourceRecord
+from metering.store.quota_store import QuotaEffects
 from streams.quota import QuotaPublisher, QuotaRules
 
 log = logging.getLogger("metering.ingest")

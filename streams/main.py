@@ -7,7 +7,7 @@ import asyncio
 from faust.worker import Worker
 
 from metering.config import Settings
-from metering.kafka_admin import ensure_topics
+from metering.wire.kafka_admin import ensure_topics
 from streams import web
 from streams.app import create_app
 from streams.ingest import IngestService

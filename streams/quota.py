@@ -24,15 +24,10 @@ from aiokafka import AIOKafkaProducer
 from faust.web import Request, Response, View
 from mode import Service
 
-from metering.config import Settings
-from metering.db import quota_store
-from metering.db.billing import load_price_book
-from metering.db.connection import Reconnecting
-from metering.db.quota_store import QuotaEffects
-from metering.events import UsageEvent
-from metering.invoicing import billing_period_of
-from metering.pricing import PriceBook, estimate_at
-from metering.quotas import (
+from metering.billing.events import UsageEvent
+from metering.billing.invoicing import billing_period_of
+from metering.billing.pricing import PriceBook, estimate_at
+from metering.billing.quotas import (
     Limit,
     QuotaUsage,
     TenantQuotaState,
@@ -41,6 +36,11 @@ from metering.quotas import (
     signal_to_json,
     usage_from_event,
 )
+from metering.config import Settings
+from metering.store import quota_store
+from metering.store.billing import load_price_book
+from metering.store.connection import Reconnecting
+from metering.store.quota_store import QuotaEffects
 
 log = logging.getLogger("metering.quotas")
 

@@ -22,10 +22,10 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from metering.config import PROJECT_ROOT, Settings
-from metering.db import logins, migrate
-from metering.kafka_admin import delete_topics, worker_topics
 from metering.services import KafkaBroker, PostgresServer
 from metering.services.process import free_port
+from metering.store import logins, migrate
+from metering.wire.kafka_admin import delete_topics, worker_topics
 
 TEMPLATE_DB = "metering_test_template"
 

@@ -1,7 +1,7 @@
 """What the ingest tests do to the pipeline from the outside, the way its users would.
 
 Events are built here as plain JSON and sent with plain aiokafka (not
-``metering.producer``), so a bug shared by the producer and the parser cannot hide
+``metering.produce.producer``), so a bug shared by the producer and the parser cannot hide
 itself; expected totals are summed here, from the events a test sent.
 """
 
@@ -25,13 +25,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from conftest import WorkerProcess
 
+from metering.billing.events import SERVICE_TIERS
+from metering.billing.pricing import PriceEntry, TokenClass
 from metering.config import PROJECT_ROOT, Settings
-from metering.db import billing, catalog
-from metering.events import SERVICE_TIERS
-from metering.kafka_admin import ensure_topics
-from metering.price_files import LIST_PRICES, load_price_file
-from metering.pricing import PriceEntry, TokenClass
-from metering.reconcile import Progress, read_progress
+from metering.files.price_files import LIST_PRICES, load_price_file
+from metering.store import billing, catalog
+from metering.store.reconcile import Progress, read_progress
+from metering.wire.kafka_admin import ensure_topics
 
 TOKEN_COLUMNS = (
     "input_tokens",

@@ -26,10 +26,10 @@ import pytest
 from conftest import Logins
 from pypdf import PdfReader
 
+from metering.billing.pricing import TokenClass
 from metering.config import PROJECT_ROOT, Settings
-from metering.db import billing, catalog, migrate
-from metering.price_files import load_price_file
-from metering.pricing import TokenClass
+from metering.files.price_files import load_price_file
+from metering.store import billing, catalog, migrate
 
 PRICE_FILE = """\
 # Test prices, USD per 1M tokens.

@@ -12,13 +12,13 @@ import psycopg
 import pytest
 
 from metering.config import Settings
-from metering.db import billing, catalog
-from metering.kafka_admin import ensure_topics
-from metering.price_files import LIST_PRICES, load_price_file
-from metering.producer import produce
-from metering.reconcile import read_progress, reconcile
+from metering.files.price_files import LIST_PRICES, load_price_file
+from metering.produce.producer import produce
 from metering.services import KafkaBroker, PostgresServer
-from metering.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants
+from metering.store import billing, catalog
+from metering.store.reconcile import read_progress, reconcile
+from metering.tools.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants
+from metering.wire.kafka_admin import ensure_topics
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from ingest_helpers import progress, wait_until_processed
 
+from metering.billing.invoicing import period_for
 from metering.config import PROJECT_ROOT, Settings
-from metering.invoicing import period_for
 
 EVENTS = 2_000
 

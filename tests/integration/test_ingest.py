@@ -42,10 +42,10 @@ from ingest_helpers import (
     wait_until_processed,
 )
 
+from metering.billing.events import REASONS
 from metering.config import Settings
-from metering.db import catalog
-from metering.events import REASONS
 from metering.services import KafkaBroker
+from metering.store import catalog
 
 TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
 MODELS = ("grok-3", "grok-3-mini", "gpt-4.1")

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
 from metering.config import PROJECT_ROOT
-from metering.db import migrate
+from metering.store import migrate
 
 DEV_TOOLS = ("pytest", "mypy", "ruff", "testcontainers", "compose")
 

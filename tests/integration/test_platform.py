@@ -20,8 +20,8 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 from conftest import WorkerProcess
 
 from metering.config import Settings
-from metering.db import migrate
 from metering.services import KafkaBroker
+from metering.store import migrate
 
 
 def test_a_message_produced_to_the_broker_can_be_read_back(kafka: KafkaBroker) -> None:

@@ -19,8 +19,8 @@ from ingest_helpers import (
 )
 
 from metering.config import Settings
-from metering.producer import usage_event
-from metering.providers import TokenUsage, from_anthropic
+from metering.produce.producer import usage_event
+from metering.produce.providers import TokenUsage, from_anthropic
 
 
 def test_anthropic_one_hour_cache_writes_are_billed_apart_and_old_events_stay_duplicates(

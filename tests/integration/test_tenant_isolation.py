@@ -25,12 +25,12 @@ from conftest import Logins, database_url
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from metering.billing.events import Catalog, UsageEvent, parse_event
 from metering.config import PROJECT_ROOT, Settings
-from metering.db import billing, catalog, migrate
-from metering.db.ledger import Ledger, SourceRecord
-from metering.events import Catalog, UsageEvent, parse_event
-from metering.price_files import load_price_file
+from metering.files.price_files import load_price_file
 from metering.services import PostgresServer
+from metering.store import billing, catalog, migrate
+from metering.store.ledger import Ledger, SourceRecord
 
 TENANTS = ("acme", "globex")
 # Every view a tenant login may read; each has a tenant_id column but revenue_by_model_daily.

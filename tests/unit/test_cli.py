@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from metering.cli import app
+from metering.cli.app import app
 from metering.config import Settings
 from metering.services import ServiceError
 from metering.services.postgres import PostgresServer

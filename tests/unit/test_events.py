@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from metering.events import (
+from metering.billing.events import (
     REASONS,
     Catalog,
     Reason,

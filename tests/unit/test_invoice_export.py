@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from metering.invoice_export import (
+from metering.billing.invoicing import (
+    FinalizedInvoice,
+    InvoiceLine,
+    Issuer,
+    LineKind,
+    period_from_label,
+)
+from metering.billing.pricing import TokenClass
+from metering.files.invoice_export import (
     ExportFormat,
     describe_line,
     export_invoices,
@@ -24,9 +32,7 @@ from metering.invoice_export import (
     summary_csv,
     summary_json,
 )
-from metering.invoice_pdf import invoice_pdf, summary_pdf
-from metering.invoicing import FinalizedInvoice, InvoiceLine, Issuer, LineKind, period_from_label
-from metering.pricing import TokenClass
+from metering.files.invoice_pdf import invoice_pdf, summary_pdf
 
 FINALIZED = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 

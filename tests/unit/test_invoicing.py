@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from metering.invoicing import (
+from metering.billing.invoicing import (
     BillingPeriod,
     Contract,
     ContractError,
@@ -28,7 +28,7 @@ from metering.invoicing import (
     period_from_label,
     round_money,
 )
-from metering.pricing import CurrencyMismatchError, PriceBook, PriceEntry, TokenClass
+from metering.billing.pricing import CurrencyMismatchError, PriceBook, PriceEntry, TokenClass
 
 SINCE = datetime(2025, 1, 1, tzinfo=UTC)
 OCT = period_from_label("2026-10")

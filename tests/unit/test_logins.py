@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from metering.logins import RoleFacts, role_name_problem, role_problem
+from metering.billing.logins import RoleFacts, role_name_problem, role_problem
 
 PLAIN = RoleFacts(
     can_login=True,

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from metering.billing.events import SERVICE_TIERS
+from metering.billing.pricing import PriceBook, PriceEntry, TokenClass
 from metering.config import PROJECT_ROOT
-from metering.events import SERVICE_TIERS
-from metering.price_files import (
+from metering.files.price_files import (
     PriceFileError,
     load_price_file,
     parse_price_csv,
@@ -20,8 +21,7 @@ from metering.price_files import (
     plan_import,
     repricings,
 )
-from metering.pricing import PriceBook, PriceEntry, TokenClass
-from metering.traffic import DEMO_MODELS
+from metering.tools.traffic import DEMO_MODELS
 
 LIST_PRICES = PROJECT_ROOT / "prices" / "list-prices.yaml"
 NOW = datetime(2026, 11, 25, tzinfo=UTC)

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from metering.events import Rejection, Usage, UsageEvent
-from metering.pricing import (
+from metering.billing.events import Rejection, Usage, UsageEvent
+from metering.billing.pricing import (
     Band,
     Charge,
     CurrencyMismatchError,

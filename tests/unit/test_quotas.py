@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from metering.events import Usage, UsageEvent
-from metering.invoicing import billing_period_of
-from metering.quotas import (
+from metering.billing.events import Usage, UsageEvent
+from metering.billing.invoicing import billing_period_of
+from metering.billing.quotas import (
     MAX_TOKEN_LIMIT,
     Alert,
     Limit,

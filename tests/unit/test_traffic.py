@@ -8,7 +8,7 @@ from itertools import islice
 import orjson
 import pytest
 
-from metering.traffic import (
+from metering.tools.traffic import (
     DEMO_MODELS,
     TrafficMessage,
     TrafficPlan,

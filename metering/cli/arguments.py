@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from metering.cli_support import fail
+from metering.cli.support import fail
 
 if TYPE_CHECKING:
     import psycopg

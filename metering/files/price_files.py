@@ -44,9 +44,9 @@ from typing import Final
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from metering.billing.events import SERVICE_TIERS
+from metering.billing.pricing import TOKEN_CLASSES, PriceBook, PriceBookError, PriceEntry
 from metering.config import RESOURCE_ROOT
-from metering.events import SERVICE_TIERS
-from metering.pricing import TOKEN_CLASSES, PriceBook, PriceBookError, PriceEntry
 
 CSV_COLUMNS: Final = (
     "model",

@@ -22,8 +22,8 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from metering.db.connection import Reconnecting
-from metering.events import Rejection, UsageEvent
+from metering.billing.events import Rejection, UsageEvent
+from metering.store.connection import Reconnecting
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ checked against ours. Amounts are written as decimal text, never through a float
 
 ``invoice_document`` is the one JSON shape of an invoice: the export writes it, and
 `metering invoices show --format json` prints it (docs/billing.md lists its keys). The PDF
-is laid out in ``metering.invoice_pdf``, imported only when a PDF is asked for.
+is laid out in ``metering.files.invoice_pdf``, imported only when a PDF is asked for.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, Final
 
 import orjson
 
-from metering.invoicing import FinalizedInvoice, InvoiceLine, Issuer, LineKind
-from metering.output import csv_cell
+from metering.billing.invoicing import FinalizedInvoice, InvoiceLine, Issuer, LineKind
+from metering.cli.output import csv_cell
 
 
 class ExportFormat(StrEnum):
@@ -270,7 +270,7 @@ SummaryWriter = Callable[[str, Sequence[FinalizedInvoice], Issuer], bytes]
 def writers(fmt: ExportFormat) -> tuple[InvoiceWriter, SummaryWriter]:
     """The invoice and summary writers of ``fmt``; the PDF's (fpdf2) are imported only here."""
     if fmt is ExportFormat.pdf:
-        from metering.invoice_pdf import invoice_pdf, summary_pdf
+        from metering.files.invoice_pdf import invoice_pdf, summary_pdf
 
         return invoice_pdf, summary_pdf
     if fmt is ExportFormat.csv:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from metering.producer import UsageProducer
+from metering.produce.producer import UsageProducer
 
 REPLAY_CHUNK = 1000
 

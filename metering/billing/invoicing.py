@@ -22,8 +22,8 @@ from itertools import pairwise
 from types import MappingProxyType
 from typing import Final, NoReturn, Protocol
 
-from metering.events import SERVICE_TIERS
-from metering.pricing import (
+from metering.billing.events import SERVICE_TIERS
+from metering.billing.pricing import (
     EXACT,
     Charge,
     PriceBook,

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import psycopg
 
-from metering.db.billing import BOOK_REVISION_QUERY, load_price_book_async
-from metering.db.connection import Reconnecting
-from metering.events import Catalog
-from metering.pricing import PriceBook
+from metering.billing.events import Catalog
+from metering.billing.pricing import PriceBook
+from metering.store.billing import BOOK_REVISION_QUERY, load_price_book_async
+from metering.store.connection import Reconnecting
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import typer
 from typer._click import exceptions as click_errors  # typer's own click, vendored
 from typer.core import TyperGroup
 
-from metering.output import Format
+from metering.cli.output import Format
 
 if TYPE_CHECKING:
     import psycopg
@@ -74,7 +74,7 @@ class GuardedGroup(TyperGroup):
     def main(  # type: ignore[override]
         self, args: Sequence[str] | None = None, standalone_mode: bool = True, **extra: Any
     ) -> Any:
-        extra.setdefault("prog_name", "metering")  # also when run as `python -m metering.cli`
+        extra.setdefault("prog_name", "metering")  # also when run as `python -m metering.cli.app`
         try:
             code = super().main(args=args, standalone_mode=False, **extra)
         except click_errors.ClickException as exc:
@@ -185,8 +185,8 @@ def _kafka_failure(exc: BaseException) -> tuple[str, int] | None:
                 " `metering services up` or set METERING_KAFKA_BOOTSTRAP",
                 FAILED,
             )
-    if "metering.kafka_admin" in sys.modules:
-        from metering.kafka_admin import TopicMissingError
+    if "metering.wire.kafka_admin" in sys.modules:
+        from metering.wire.kafka_admin import TopicMissingError
 
         if isinstance(exc, TopicMissingError):
             return str(exc), FAILED
@@ -211,10 +211,10 @@ def _domain_failure(exc: BaseException) -> tuple[str, int] | None:
 
 
 _USER_ERRORS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("metering.db.billing", ("BillingError",)),
-    ("metering.pricing", ("PricingError",)),
-    ("metering.invoicing", ("InvoiceError",)),
-    ("metering.db.logins", ("LoginError",)),
+    ("metering.store.billing", ("BillingError",)),
+    ("metering.billing.pricing", ("PricingError",)),
+    ("metering.billing.invoicing", ("InvoiceError",)),
+    ("metering.store.logins", ("LoginError",)),
 )
 """Exceptions that mean "your input cannot be used", by module: an exception of a module
 never imported cannot have been raised, so the CLI need not import it to recognise it."""

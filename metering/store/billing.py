@@ -2,8 +2,8 @@
 numbered, immutable invoices, and the bookkeeping of what each closed period has billed.
 
 Thin on purpose: prices, contracts, invoices and adjustments are computed by the pure core
-(``metering.pricing``, ``metering.invoicing``); this module reads its inputs and stores its
-outputs. The rules in prose are in ``docs/billing.md``.
+(``metering.billing.pricing``, ``metering.billing.invoicing``); this module reads its
+inputs and stores its outputs. The rules in prose are in ``docs/billing.md``.
 
 Closing a period for a tenant is one transaction: an advisory lock on the tenant, the usage
 of the period, the adjustments of earlier closed periods that got late usage, the invoice with
@@ -23,8 +23,8 @@ from typing import Any, Final, NamedTuple
 import psycopg
 from psycopg.rows import namedtuple_row
 
-from metering.events import SERVICE_TIERS
-from metering.invoicing import (
+from metering.billing.events import SERVICE_TIERS
+from metering.billing.invoicing import (
     USAGE_COUNTS,
     BillingPeriod,
     Contract,
@@ -45,14 +45,14 @@ from metering.invoicing import (
     period_from_label,
     usage_totals,
 )
-from metering.price_files import ImportPlan, Repricing, plan_import, repricings
-from metering.pricing import (
+from metering.billing.pricing import (
     PriceBook,
     PriceBookError,
     PriceEntry,
     PricingError,
     TokenClass,
 )
+from metering.files.price_files import ImportPlan, Repricing, plan_import, repricings
 
 NUMBER_PREFIX: Final = "INV"
 

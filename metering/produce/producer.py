@@ -1,7 +1,7 @@
 """What the serving layer imports to send usage events to Kafka.
 
-    from metering.producer import UsageProducer
-    from metering.providers import from_openai_chat
+    from metering.produce.producer import UsageProducer
+    from metering.produce.providers import from_openai_chat
 
     async with UsageProducer("127.0.0.1:19092") as producer:
         usage = from_openai_chat(response.usage.model_dump())
@@ -28,7 +28,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
-from metering.providers import TokenUsage
+from metering.produce.providers import TokenUsage
 
 USAGE_TOPIC = "usage.events"
 BULK_CHUNK = 20_000

@@ -24,8 +24,8 @@ from typing import Final
 from fontTools.ttLib import TTFont
 from fpdf import FPDF, FontFace
 
-from metering.invoice_export import currency_totals, describe_line, usage_by_model
-from metering.invoicing import FinalizedInvoice, InvoiceLine, Issuer, LineKind, minor_unit
+from metering.billing.invoicing import FinalizedInvoice, InvoiceLine, Issuer, LineKind, minor_unit
+from metering.files.invoice_export import currency_totals, describe_line, usage_by_model
 
 FONT: Final = "sans"
 FALLBACK: Final = "sans-cjk"
@@ -37,7 +37,7 @@ SHADE: Final = (241, 243, 245)
 BOLD: Final = FontFace(emphasis="BOLD")
 HEADINGS: Final = FontFace(emphasis="BOLD", color=MUTED, fill_color=SHADE)
 
-_FONTS: Final = files("metering.fonts")
+_FONTS: Final = files("metering.files.fonts")
 
 
 def _fallback_file() -> Path:

@@ -8,13 +8,8 @@ from typing import Annotated
 import typer
 from psycopg.rows import dict_row
 
-from metering import cli_input
-from metering.cli_billing import late_window, now
-from metering.cli_support import FormatOption, database, fail
-from metering.db import billing, quota_store
-from metering.invoicing import LineKind
-from metering.output import Format, render
-from metering.quotas import (
+from metering.billing.invoicing import LineKind
+from metering.billing.quotas import (
     MAX_THRESHOLD,
     MAX_TOKEN_LIMIT,
     Amount,
@@ -23,6 +18,11 @@ from metering.quotas import (
     limit_amount,
     limit_thresholds,
 )
+from metering.cli import arguments as cli_input
+from metering.cli.billing import late_window, now
+from metering.cli.output import Format, render
+from metering.cli.support import FormatOption, database, fail
+from metering.store import billing, quota_store
 
 quota_app = typer.Typer(
     help="Quotas: limits that alert (soft) or block (hard). Effective within a second.",

@@ -12,12 +12,15 @@ from typing import Annotated, Any
 
 import typer
 
-from metering import cli_input, reports
-from metering.cli_bench import register as register_bench
-from metering.cli_billing import register as register_billing
-from metering.cli_logins import register as register_logins
-from metering.cli_quota import register as register_quota
-from metering.cli_support import (
+from metering.billing.events import REASONS
+from metering.billing.invoicing import period_from_label
+from metering.cli import arguments as cli_input
+from metering.cli.bench import register as register_bench
+from metering.cli.billing import register as register_billing
+from metering.cli.logins import register as register_logins
+from metering.cli.output import Format, progress, render
+from metering.cli.quota import register as register_quota
+from metering.cli.support import (
     FormatOption,
     GuardedGroup,
     command_group,
@@ -26,13 +29,10 @@ from metering.cli_support import (
     quiet_libraries,
 )
 from metering.config import get_settings
-from metering.db import billing, catalog
-from metering.events import REASONS
-from metering.invoicing import period_from_label
-from metering.output import Format, progress, render
-from metering.reports import TOKEN_COLUMNS, UsageFilter, UsageGrouping
 from metering.services import env_lines, local_services
-from metering.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants, period_span
+from metering.store import billing, catalog, reports
+from metering.store.reports import TOKEN_COLUMNS, UsageFilter, UsageGrouping
+from metering.tools.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants, period_span
 
 TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 USAGE_COLUMNS = ("events", *TOKEN_COLUMNS)
@@ -90,7 +90,7 @@ def services_env() -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Bring the database at METERING_DATABASE_URL to a schema revision (default: head)."""
-    from metering.db import migrate
+    from metering.store import migrate
 
     migrate.upgrade(get_settings().database_url, revision)
 
@@ -100,7 +100,7 @@ def db_downgrade(
     revision: str = typer.Argument(..., help="Target revision, e.g. -1 or base."),
 ) -> None:
     """Undo migrations down to a revision."""
-    from metering.db import migrate
+    from metering.store import migrate
 
     migrate.downgrade(get_settings().database_url, revision)
 
@@ -108,7 +108,7 @@ def db_downgrade(
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's current schema revision."""
-    from metering.db import migrate
+    from metering.store import migrate
 
     migrate.current(get_settings().database_url)
 
@@ -240,7 +240,7 @@ def reconcile(fmt: FormatOption = Format.table) -> None:
 
     Prints both figures of each check; exits 1 if any pair differs.
     """
-    from metering.reconcile import reconcile as run_checks
+    from metering.store.reconcile import reconcile as run_checks
 
     checks = run_checks(get_settings())
     rows = [
@@ -263,7 +263,7 @@ def lag(
     wait: Annotated[float, typer.Option(help="Wait up to this many seconds for zero lag.")] = 0.0,
 ) -> None:
     """Records in the usage topic the ledger has not processed yet; exits 1 if not zero."""
-    from metering.reconcile import lag as unprocessed
+    from metering.store.reconcile import lag as unprocessed
 
     settings = get_settings()
     deadline = time.monotonic() + wait
@@ -298,7 +298,7 @@ def dlq_replay(
 
     Never bills twice: the ledger ignores event ids it already has.
     """
-    from metering import dlq
+    from metering.wire import dlq
 
     if reason not in REASONS:
         raise fail(f"unknown reason {reason!r}; reasons are: {', '.join(REASONS)}")
@@ -361,8 +361,8 @@ def produce(
 
     Compare the printed totals with `metering usage --by tenant`.
     """
-    from metering.kafka_admin import ensure_topics
-    from metering.producer import produce as send_all
+    from metering.produce.producer import produce as send_all
+    from metering.wire.kafka_admin import ensure_topics
 
     settings = get_settings()
     now = datetime.now(UTC)
@@ -424,6 +424,3 @@ register_bench(app)
 register_billing(app, tenants_app)
 
 register_logins(tenants_app)
-
-if __name__ == "__main__":
-    app()

@@ -1,6 +1,6 @@
 """`metering prices`, `metering tenants set|contract|override` and `metering invoices`.
 
-Thin: parse the options, call ``metering.db.billing`` and the export writers, print.
+Thin: parse the options, call ``metering.store.billing`` and the export writers, print.
 ``register(app, tenants_app)`` adds them to the `metering` command.
 """
 
@@ -20,12 +20,14 @@ import typer
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from metering import cli_input
-from metering.cli_support import FormatOption, database, fail
+from metering.billing.events import SERVICE_TIERS
+from metering.billing.invoicing import CURRENCY_MINOR_UNITS, FinalizedInvoice, InvoiceLine
+from metering.billing.pricing import TOKEN_CLASSES, PriceEntry, TokenClass
+from metering.cli import arguments as cli_input
+from metering.cli.output import Format, progress, render
+from metering.cli.support import FormatOption, database, fail
 from metering.config import get_settings
-from metering.db import billing, catalog, quota_store
-from metering.events import SERVICE_TIERS
-from metering.invoice_export import (
+from metering.files.invoice_export import (
     LINE_FIELDS,
     ExportFormat,
     export_invoices,
@@ -33,10 +35,8 @@ from metering.invoice_export import (
     line_record,
     summary_name,
 )
-from metering.invoicing import CURRENCY_MINOR_UNITS, FinalizedInvoice, InvoiceLine
-from metering.output import Format, progress, render
-from metering.price_files import PriceFileError, load_price_file
-from metering.pricing import TOKEN_CLASSES, PriceEntry, TokenClass
+from metering.files.price_files import PriceFileError, load_price_file
+from metering.store import billing, catalog, quota_store
 
 
 class BillingSettings(BaseSettings):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import psycopg
 
 from metering.config import Settings
-from metering.kafka_admin import PartitionOffsets, topic_offsets
+from metering.wire.kafka_admin import PartitionOffsets, topic_offsets
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from metering.cli_support import FormatOption, fail
+from metering.cli.output import Format
+from metering.cli.support import FormatOption, fail
 from metering.config import get_settings
-from metering.output import Format
 from metering.services import local_services
 
 

@@ -1,7 +1,7 @@
 """Realistic, reproducible usage traffic for demos, load tests and end-to-end checks.
 
 Pure: the same ``TrafficSpec`` (seed included) yields the same bytes, and nothing here
-touches Kafka (``metering.producer.produce`` sends the messages). A run mixes
+touches Kafka (``metering.produce.producer.produce`` sends the messages). A run mixes
 
 - ``valid``: events that occurred in the hour before ``spec.now`` (with
   ``spec.occurred_from``: anywhere from then to ``spec.now``, e.g. across last month);
@@ -37,8 +37,8 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
-from metering.producer import usage_event
-from metering.providers import TokenUsage
+from metering.produce.producer import usage_event
+from metering.produce.providers import TokenUsage
 
 Kind = Literal["valid", "duplicate", "invalid", "late"]
 

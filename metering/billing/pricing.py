@@ -40,7 +40,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, NoReturn, Protocol
 
-from metering.events import MODEL_MAX_CHARS, SERVICE_TIERS, Reason, Rejection, UsageEvent
+from metering.billing.events import MODEL_MAX_CHARS, SERVICE_TIERS, Reason, Rejection, UsageEvent
 
 MILLION: Final = 1_000_000
 """Prices are quoted per million tokens."""

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from metering import cli_input
-from metering.cli_support import FormatOption, database, fail
-from metering.output import Format, render
+from metering.cli import arguments as cli_input
+from metering.cli.output import Format, render
+from metering.cli.support import FormatOption, database, fail
 
 
 def tenants_grant_login(
@@ -39,8 +39,8 @@ def tenants_grant_login(
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise fail("--password-stdin: standard input has no password on its first line")
-    from metering.db import logins
-    from metering.logins import TENANT_ROLE
+    from metering.billing.logins import TENANT_ROLE
+    from metering.store import logins
 
     with database() as conn:
         cli_input.known_tenant(conn, tenant)
@@ -64,7 +64,7 @@ def tenants_revoke_login(
     The role itself and its membership in metering_tenant are kept (roles are shared by
     every database of the server); DROP ROLE it yourself when nothing else uses it.
     """
-    from metering.db import logins
+    from metering.store import logins
 
     with database() as conn:
         cli_input.known_tenant(conn, tenant)
@@ -77,7 +77,7 @@ def tenants_logins(
     fmt: FormatOption = Format.table,
 ) -> None:
     """List the login roles of tenants (role_exists is false for a role dropped since)."""
-    from metering.db import logins
+    from metering.store import logins
 
     with database() as conn:
         cli_input.known(conn, tenant=tenant)

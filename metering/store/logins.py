@@ -9,8 +9,14 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from metering.db.billing import require_tenant
-from metering.logins import READER_ROLE, TENANT_ROLE, RoleFacts, role_name_problem, role_problem
+from metering.billing.logins import (
+    READER_ROLE,
+    TENANT_ROLE,
+    RoleFacts,
+    role_name_problem,
+    role_problem,
+)
+from metering.store.billing import require_tenant
 
 
 class LoginError(ValueError):

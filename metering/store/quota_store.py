@@ -34,11 +34,10 @@ from typing import Final, NamedTuple
 import psycopg
 from psycopg.rows import class_row
 
-from metering.db.billing import contracts_of, load_price_book
-from metering.events import UsageEvent
-from metering.invoicing import anchor_day_of, billing_period_of
-from metering.pricing import estimate_at
-from metering.quotas import (
+from metering.billing.events import UsageEvent
+from metering.billing.invoicing import anchor_day_of, billing_period_of
+from metering.billing.pricing import estimate_at
+from metering.billing.quotas import (
     Alert,
     Limit,
     LimitKind,
@@ -58,6 +57,7 @@ from metering.quotas import (
     state_from_json,
     state_to_json,
 )
+from metering.store.billing import contracts_of, load_price_book
 
 QUOTA_LOCKS: Final = 64
 _LOCK_SPACE: Final = 0x71756F74  # "quot": the first key of every quota advisory lock

@@ -1,7 +1,7 @@
 """Tenant logins: the database roles that read one tenant's rows in schema ``reporting``.
 
 Pure: which role names may become a tenant login and what a role's attributes mean for
-it. The database side (``metering.db.logins``) looks the role up and stores the mapping
+it. The database side (``metering.store.logins``) looks the role up and stores the mapping
 that the row-level security policies read through ``session_user``.
 """
 

@@ -1,0 +1,1 @@
+"""The billing domain: pure rules and values, no Kafka, no SQL."""

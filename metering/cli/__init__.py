@@ -1,0 +1,1 @@
+"""The `metering` command: one module per command group."""

@@ -1,0 +1,5 @@
+"""`python -m metering.cli`: the `metering` command."""
+
+from metering.cli.app import app
+
+app()

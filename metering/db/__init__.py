@@ -1,1 +1,0 @@
-"""PostgreSQL adapters: engine, schema access, migrations, the batch writer."""

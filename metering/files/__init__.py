@@ -1,0 +1,1 @@
+"""File formats: price files in, invoice exports (records and PDF) out."""

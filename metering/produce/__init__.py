@@ -1,0 +1,1 @@
+"""What the serving layer imports: the usage producer and the provider converters."""

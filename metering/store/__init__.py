@@ -1,0 +1,1 @@
+"""PostgreSQL adapters: the ledger, catalogs, quotas, billing reads and writes."""

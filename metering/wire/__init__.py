@@ -1,0 +1,1 @@
+"""Kafka: topic administration and the formats of the messages we exchange."""
