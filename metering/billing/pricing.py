@@ -41,6 +41,7 @@ from types import MappingProxyType
 from typing import Final, NoReturn, Protocol
 
 from metering.billing.events import MODEL_MAX_CHARS, SERVICE_TIERS, Reason, Rejection, UsageEvent
+from metering.billing.utc import rfc3339
 
 MILLION: Final = 1_000_000
 """Prices are quoted per million tokens."""
@@ -189,8 +190,8 @@ class PriceEntry:
             object.__setattr__(self, "effective_to", effective_to)
             if effective_to <= self.effective_from:
                 fail(
-                    f"effective_to {_show_time(effective_to)} must be after effective_from"
-                    f" {_show_time(self.effective_from)}"
+                    f"effective_to {rfc3339(effective_to, to_seconds=True)} must be after"
+                    f" effective_from {rfc3339(self.effective_from, to_seconds=True)}"
                 )
         for name in ("tier_up_to", "long_context_above"):
             value = getattr(self, name)
@@ -235,8 +236,8 @@ class PriceEntry:
         hour = value.replace(minute=0, second=0, microsecond=0)
         if value != hour:
             self._fail(
-                f"{name} {_show_time(value)} must be on a whole hour, because usage is"
-                f" priced per hour: use {_show_time(hour)}"
+                f"{name} {rfc3339(value, to_seconds=True)} must be on a whole hour, because"
+                f" usage is priced per hour: use {rfc3339(hour, to_seconds=True)}"
             )
         return value
 
@@ -477,8 +478,9 @@ def check_priced(book: PriceBook, event: UsageEvent) -> UsageEvent | Rejection:
         return event
     return Rejection(
         Reason.UNPRICED,
-        f"no {event.service_tier} price for {event.model} at {_show_time(event.occurred_at)}:"
-        " import one (metering prices import FILE), then metering dlq replay --reason unpriced",
+        f"no {event.service_tier} price for {event.model} at"
+        f" {rfc3339(event.occurred_at, to_seconds=True)}: import one (metering prices import"
+        " FILE), then metering dlq replay --reason unpriced",
         event_id=str(event.event_id),
         tenant_id=event.tenant_id,
         model=event.model,
@@ -690,8 +692,8 @@ def _check_currency(prices: ModelPrices, currency: str) -> None:
     if prices.currency != currency:
         raise CurrencyMismatchError(
             f"{prices.model} on {prices.service_tier} is priced in {prices.currency} from"
-            f" {_show_time(prices.valid_from)}, but the bill is in {currency}; there is no FX"
-            f" conversion: import {currency} prices for it or give the tenant a"
+            f" {rfc3339(prices.valid_from, to_seconds=True)}, but the bill is in {currency};"
+            f" there is no FX conversion: import {currency} prices for it or give the tenant a"
             f" {prices.currency} contract"
         )
 
@@ -715,8 +717,8 @@ def _prices_of(timelines: Mapping[tuple[str, str], _Timeline], row: RatableUsage
 
 def _no_price(model: str, service_tier: str, moment: datetime) -> NoPriceError:
     return NoPriceError(
-        f"no {service_tier} price for {model} at {_show_time(moment)}: import a price file"
-        " that covers it (metering prices import FILE), or check the model name"
+        f"no {service_tier} price for {model} at {rfc3339(moment, to_seconds=True)}: import a"
+        " price file that covers it (metering prices import FILE), or check the model name"
     )
 
 
@@ -761,7 +763,7 @@ def _prices_at(
     chosen.update(replaced)
     if not chosen:
         return None
-    when = f"from {_show_time(start)}"
+    when = f"from {rfc3339(start, to_seconds=True)}"
     everything = [e for group in chosen.values() for e in group]
 
     currencies = sorted({e.currency for e in everything})
@@ -846,7 +848,3 @@ def _bound(entry: PriceEntry) -> int:
 
 def _where(entry: PriceEntry) -> str:
     return entry.source or entry.describe()
-
-
-def _show_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

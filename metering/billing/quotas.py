@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
@@ -31,6 +31,7 @@ import orjson
 
 from metering.billing.events import UsageEvent
 from metering.billing.invoicing import billing_period_of
+from metering.billing.utc import as_utc, parse_rfc3339, rfc3339
 
 Amount = int | Decimal
 """Tokens are ``int``; money is ``Decimal``, in the currency of the price book."""
@@ -158,7 +159,7 @@ class QuotaUsage:
     accepted: bool
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "occurred_at", _utc("occurred_at", self.occurred_at))
+        object.__setattr__(self, "occurred_at", as_utc(self.occurred_at, "occurred_at"))
         if type(self.tokens) is not int or self.tokens < 0:
             raise ValueError(f"tokens must be a non-negative int, got {self.tokens!r}")
         cost = self.estimated_cost
@@ -349,7 +350,7 @@ def apply_usage(
     that limits changed since the last call take effect.
     """
     own_limits = _tenant_limits(state.tenant_id, limits)
-    now = _utc("now", now)
+    now = as_utc(now, "now")
     if usage.tenant_id != state.tenant_id:
         raise ValueError(f"usage of tenant {usage.tenant_id!r} applied to {state.tenant_id!r}")
     if not usage.accepted:
@@ -410,14 +411,14 @@ def reevaluate(
     that are no longer retained. A lowered limit alerts here; a raised or removed one
     unblocks here."""
     own_limits = _tenant_limits(state.tenant_id, limits)
-    now = _utc("now", now)
+    now = as_utc(now, "now")
     pruned = _prune(state, now, period_of, policy)
     return _settle(state, pruned, own_limits, now, period_of, policy, [], [], None)
 
 
 def seed_since(now: datetime, anchor_day: int, *, policy: QuotaPolicy = DEFAULT_POLICY) -> datetime:
     """Where the usage that ``seed_periods`` needs begins: the oldest retained period."""
-    return _retained_from(_utc("now", now), billing_period_of(anchor_day), policy)
+    return _retained_from(as_utc(now, "now"), billing_period_of(anchor_day), policy)
 
 
 def seed_periods(
@@ -447,7 +448,7 @@ def seed_periods(
     only moves forward, as ever.
     """
     own_limits = _tenant_limits(state.tenant_id, limits)
-    now = _utc("now", now)
+    now = as_utc(now, "now")
     period_of = billing_period_of(anchor_day)
     same_periods = anchor_day == state.anchor_day
     floor = _retained_from(now, period_of, policy)
@@ -455,7 +456,7 @@ def seed_periods(
         floor = max(floor, state.periods_from)
     counted: dict[datetime, Window] = {}
     for past in usage:
-        start = _period(period_of, _utc("usage time", past.at))[0]
+        start = _period(period_of, as_utc(past.at, "usage time"))[0]
         if start >= floor:
             window = counted.get(start, _EMPTY_WINDOW)
             counted[start] = window.add(past.model, past.tokens, past.spend)
@@ -488,7 +489,7 @@ def limit_statuses(
 ) -> list[LimitStatus]:
     """Each limit's usage in the period (or minute) containing ``now``, sorted by kind,
     model (tenant-wide first) and id."""
-    now = _utc("now", now)
+    now = as_utc(now, "now")
     current_period = _period(period_of, now)
     current_minute = _minute_of(now)
     statuses = []
@@ -538,7 +539,7 @@ def quota_answer(
                 "limit": _amount_json(status.limit.amount),
                 "used": _amount_json(status.used),
                 "remaining": _amount_json(status.remaining),
-                "resets_at": _time_json(status.resets_at),
+                "resets_at": rfc3339(status.resets_at),
             }
             for status in statuses
         ],
@@ -578,10 +579,10 @@ def alert_to_json(alert: Alert) -> bytes:
             "threshold": alert.threshold,
             "limit": _amount_json(alert.limit),
             "used": _amount_json(alert.used),
-            "period_start": _time_json(alert.period_start),
-            "period_end": _time_json(alert.period_end),
+            "period_start": rfc3339(alert.period_start),
+            "period_end": rfc3339(alert.period_end),
             "event_id": None if alert.event_id is None else str(alert.event_id),
-            "emitted_at": _time_json(alert.emitted_at),
+            "emitted_at": rfc3339(alert.emitted_at),
         }
     )
 
@@ -766,7 +767,7 @@ def _alert(
         (
             tenant_id,
             limit.limit_id,
-            _time_json(start),
+            rfc3339(start),
             str(threshold),
             str(_amount_json(limit.amount)),
         )
@@ -888,7 +889,7 @@ def _shown(value: Any) -> str:
 
 def _period(period_of: PeriodOf, at: datetime) -> tuple[datetime, datetime]:
     start, end = period_of(at)
-    start, end = _utc("period start", start), _utc("period end", end)
+    start, end = as_utc(start, "period start"), as_utc(end, "period end")
     if not start <= at < end:
         raise ValueError(f"period_of({at.isoformat()}) gave [{start}, {end}), which misses it")
     return start, end
@@ -896,12 +897,6 @@ def _period(period_of: PeriodOf, at: datetime) -> tuple[datetime, datetime]:
 
 def _minute_of(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0)
-
-
-def _utc(name: str, value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware, got {value!r}")
-    return value.astimezone(UTC)
 
 
 # --- JSON helpers ---------------------------------------------------------------------------
@@ -916,20 +911,12 @@ def _amount_from_json(value: int | str) -> Amount:
     return Decimal(value) if isinstance(value, str) else value
 
 
-def _time_json(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _optional_time_json(at: datetime | None) -> str | None:
-    return None if at is None else _time_json(at)
-
-
-def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value).astimezone(UTC)
+    return None if at is None else rfc3339(at)
 
 
 def _optional_time(value: str | None) -> datetime | None:
-    return None if value is None else _time(value)
+    return None if value is None else parse_rfc3339(value)
 
 
 def _signal_document(signal: QuotaSignal) -> dict[str, Any]:
@@ -942,7 +929,7 @@ def _signal_document(signal: QuotaSignal) -> dict[str, Any]:
         "limit": None if signal.limit is None else _amount_json(signal.limit),
         "used": None if signal.used is None else _amount_json(signal.used),
         "resets_at": _optional_time_json(signal.resets_at),
-        "updated_at": _time_json(signal.updated_at),
+        "updated_at": rfc3339(signal.updated_at),
         "blocked_models": list(signal.blocked_models),
     }
 
@@ -959,7 +946,7 @@ def _signal_from_document(document: dict[str, Any]) -> QuotaSignal:
         limit=None if limit is None else _amount_from_json(limit),
         used=None if used is None else _amount_from_json(used),
         resets_at=_optional_time(document["resets_at"]),
-        updated_at=_time(document["updated_at"]),
+        updated_at=parse_rfc3339(document["updated_at"]),
         blocked_models=tuple(document["blocked_models"]),
     )
 
@@ -975,13 +962,13 @@ def _windows_document(windows: Mapping[datetime, Window]) -> dict[str, Any]:
         }
         if window.alerted:
             document["alerted"] = sorted([limit_id, t] for limit_id, t in window.alerted)
-        documents[_time_json(start)] = document
+        documents[rfc3339(start)] = document
     return documents
 
 
 def _windows_from_document(documents: dict[str, Any]) -> dict[datetime, Window]:
     return {
-        _time(start): Window(
+        parse_rfc3339(start): Window(
             usage={
                 model: ModelUsage(tokens, Decimal(spend))
                 for model, (tokens, spend) in document["usage"].items()

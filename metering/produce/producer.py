@@ -28,6 +28,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
+from metering.billing.utc import rfc3339
 from metering.produce.providers import TokenUsage
 
 USAGE_TOPIC = "usage.events"
@@ -91,11 +92,6 @@ def usage_event(
     }
     event.update((key, value) for key, value in optional.items() if value is not None)
     return event
-
-
-def rfc3339(moment: datetime) -> str:
-    """``moment`` in UTC as RFC 3339 with a ``Z``, e.g. ``2025-05-01T12:00:00.250000Z``."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _event_id(event_id: uuid.UUID | str | None) -> str:
