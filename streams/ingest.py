@@ -40,7 +40,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, RecordMetadata, 
 from mode import Service
 
 from metering.billing.events import Reason, Rejection, UsageEvent, parse_event
-from metering.billing.pricing import check_priced
+from metering.billing.rating import check_priced
 from metering.config import Settings
 from metering.store import quota_store
 from metering.store.catalog import CatalogCache

@@ -26,7 +26,7 @@ from mode import Service
 
 from metering.billing.events import UsageEvent
 from metering.billing.invoicing import billing_period_of
-from metering.billing.pricing import PriceBook, estimate_at
+from metering.billing.price_book import PriceBook
 from metering.billing.quotas import (
     Limit,
     QuotaUsage,
@@ -36,6 +36,7 @@ from metering.billing.quotas import (
     signal_to_json,
     usage_from_event,
 )
+from metering.billing.rating import estimate_at
 from metering.config import Settings
 from metering.store import quota_store
 from metering.store.billing import load_price_book

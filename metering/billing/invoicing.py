@@ -23,15 +23,9 @@ from types import MappingProxyType
 from typing import Final, NoReturn, Protocol
 
 from metering.billing.events import SERVICE_TIERS
-from metering.billing.pricing import (
-    EXACT,
-    Charge,
-    PriceBook,
-    PriceEntry,
-    RatableUsage,
-    TokenClass,
-    rate,
-)
+from metering.billing.price_book import PriceBook, PriceEntry
+from metering.billing.rating import EXACT, Charge, RatableUsage, rate
+from metering.billing.tokens import TokenClass
 
 CURRENCY_MINOR_UNITS: Final[Mapping[str, int]] = MappingProxyType(
     {

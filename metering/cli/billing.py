@@ -22,7 +22,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metering.billing.events import SERVICE_TIERS
 from metering.billing.invoicing import CURRENCY_MINOR_UNITS, FinalizedInvoice, InvoiceLine
-from metering.billing.pricing import TOKEN_CLASSES, PriceEntry, TokenClass
+from metering.billing.price_book import PriceEntry
+from metering.billing.tokens import TOKEN_CLASSES, TokenClass
 from metering.cli import arguments as cli_input
 from metering.cli.output import Format, progress, render
 from metering.cli.support import FormatOption, database, fail

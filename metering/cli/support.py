@@ -212,7 +212,7 @@ def _domain_failure(exc: BaseException) -> tuple[str, int] | None:
 
 _USER_ERRORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metering.store.billing", ("BillingError",)),
-    ("metering.billing.pricing", ("PricingError",)),
+    ("metering.billing.price_book", ("PricingError",)),
     ("metering.billing.invoicing", ("InvoiceError",)),
     ("metering.store.logins", ("LoginError",)),
 )

@@ -36,7 +36,6 @@ from psycopg.rows import class_row
 
 from metering.billing.events import UsageEvent
 from metering.billing.invoicing import anchor_day_of, billing_period_of
-from metering.billing.pricing import estimate_at
 from metering.billing.quotas import (
     Alert,
     Limit,
@@ -57,6 +56,7 @@ from metering.billing.quotas import (
     state_from_json,
     state_to_json,
 )
+from metering.billing.rating import estimate_at
 from metering.store.billing import contracts_of, load_price_book
 
 QUOTA_LOCKS: Final = 64

@@ -26,7 +26,7 @@ import pytest
 from conftest import Logins
 from pypdf import PdfReader
 
-from metering.billing.pricing import TokenClass
+from metering.billing.tokens import TokenClass
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import load_price_file
 from metering.store import billing, catalog, migrate

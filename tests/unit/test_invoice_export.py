@@ -22,7 +22,7 @@ from metering.billing.invoicing import (
     LineKind,
     period_from_label,
 )
-from metering.billing.pricing import TokenClass
+from metering.billing.tokens import TokenClass
 from metering.files.invoice_export import (
     ExportFormat,
     describe_line,

@@ -28,7 +28,8 @@ from metering.billing.invoicing import (
     period_from_label,
     round_money,
 )
-from metering.billing.pricing import CurrencyMismatchError, PriceBook, PriceEntry, TokenClass
+from metering.billing.price_book import CurrencyMismatchError, PriceBook, PriceEntry
+from metering.billing.tokens import TokenClass
 
 SINCE = datetime(2025, 1, 1, tzinfo=UTC)
 OCT = period_from_label("2026-10")

@@ -10,20 +10,16 @@ from decimal import Decimal
 import pytest
 
 from metering.billing.events import Rejection, Usage, UsageEvent
-from metering.billing.pricing import (
+from metering.billing.price_book import (
     Band,
-    Charge,
     CurrencyMismatchError,
     NoPriceError,
     PriceBook,
     PriceBookError,
     PriceEntry,
-    TokenClass,
-    check_priced,
-    estimate_cost,
-    rate,
-    split_into_bands,
 )
+from metering.billing.rating import Charge, check_priced, estimate_cost, rate, split_into_bands
+from metering.billing.tokens import TokenClass
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 MAR = datetime(2026, 3, 1, tzinfo=UTC)

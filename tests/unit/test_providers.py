@@ -20,7 +20,8 @@ from openai.types.completion_usage import CompletionTokensDetails, PromptTokensD
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from xai_sdk.proto import chat_pb2, usage_pb2
 
-from metering.billing.pricing import PriceBook, estimate_cost
+from metering.billing.price_book import PriceBook
+from metering.billing.rating import estimate_cost
 from metering.config import PROJECT_ROOT
 from metering.files.price_files import load_price_file
 from metering.produce.providers import (

@@ -1,18 +1,9 @@
-"""Price book and rating: what a model's tokens cost at a moment, and the charges for usage.
+"""The price book: price entries, their bands and timelines, and what applies at a moment.
 
-Pure: no I/O, no clock, no settings. Money is ``Decimal`` and never ``float``; every
-multiplication runs in ``EXACT``, a context that raises rather than round, so an amount is
-exact until the invoice rounds it once. The rules in prose, with examples, are in
-``docs/billing.md``; keep the two in step.
+Pure: no I/O, no clock, no settings. Money is ``Decimal`` and never ``float``. The rules in
+prose, with examples, are in ``docs/billing.md``; keep the two in step.
 
-Vocabulary:
-
-- A *token class* is what a price is quoted for: uncached ``input``, ``cached_input``,
-  ``cache_write``, ``cache_write_1h``, ``output`` and ``reasoning``. A class without a price
-  of its own is billed as the class it is part of: cached input and cache writes as input,
-  1-hour cache writes as cache writes (and so as input when those have no price either),
-  reasoning as output.
-- A *schedule* is the price of one class as a list of *bands* over the billing period's
+- A *schedule* is the price of one token class as a list of *bands* over the billing period's
   cumulative volume: the first ``up_to`` tokens at one price, the next at another. A flat
   price is a schedule of one unbounded band.
 - A *long-context* price applies instead to the tokens of requests whose input exceeded the
@@ -24,37 +15,21 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import (
-    ROUND_HALF_EVEN,
-    Context,
     Decimal,
-    DivisionByZero,
-    Inexact,
-    InvalidOperation,
-    Overflow,
 )
-from enum import StrEnum
 from types import MappingProxyType
-from typing import Final, NoReturn, Protocol
+from typing import Final, NoReturn
 
-from metering.billing.events import MODEL_MAX_CHARS, SERVICE_TIERS, Reason, Rejection, UsageEvent
+from metering.billing.events import MODEL_MAX_CHARS, SERVICE_TIERS
+from metering.billing.tokens import CLASS_RANK, PART_OF, TOKEN_CLASSES, TokenClass, TokenCounts
 from metering.billing.utc import rfc3339
 
-MILLION: Final = 1_000_000
-"""Prices are quoted per million tokens."""
-
-EXACT: Final = Context(
-    prec=100,
-    rounding=ROUND_HALF_EVEN,
-    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
-)
-"""Arithmetic on money before rounding: 100 digits, and an error instead of a silent rounding.
-
-One module-level context, passed explicitly (``EXACT.multiply(a, b)``), so that rating does not
-switch the thread's context per row."""
+TIER_RANK: Final = {tier: rank for rank, tier in enumerate(SERVICE_TIERS)}
+_CURRENCY_SHAPE: Final = re.compile(r"[A-Z]{3}")
 
 
 class PricingError(ValueError):
@@ -73,70 +48,6 @@ class NoPriceError(PricingError):
 
 class CurrencyMismatchError(PricingError):
     """Usage priced in one currency on a bill in another; there is no FX conversion."""
-
-
-class TokenClass(StrEnum):
-    INPUT = "input"  # uncached input: input_tokens - cached_input_tokens - cache_write_tokens
-    CACHED_INPUT = "cached_input"
-    CACHE_WRITE = "cache_write"  # all cache writes, or the 5-minute ones when 1h has a price
-    CACHE_WRITE_1H = "cache_write_1h"  # cache writes kept for an hour (Anthropic: 2x input)
-    OUTPUT = "output"  # output_tokens - reasoning_tokens when reasoning has its own price
-    REASONING = "reasoning"
-
-
-TOKEN_CLASSES: Final[tuple[TokenClass, ...]] = tuple(TokenClass)
-
-PART_OF: Final[Mapping[TokenClass, TokenClass]] = MappingProxyType(
-    {
-        TokenClass.CACHED_INPUT: TokenClass.INPUT,
-        TokenClass.CACHE_WRITE: TokenClass.INPUT,
-        TokenClass.CACHE_WRITE_1H: TokenClass.CACHE_WRITE,
-        TokenClass.REASONING: TokenClass.OUTPUT,
-    }
-)
-"""The class a token class is billed as when it has no price of its own (and that one, in
-turn, as the class it is part of)."""
-
-_CLASS_RANK: Final = {token_class: rank for rank, token_class in enumerate(TOKEN_CLASSES)}
-_TIER_RANK: Final = {tier: rank for rank, tier in enumerate(SERVICE_TIERS)}
-_CURRENCY_SHAPE: Final = re.compile(r"[A-Z]{3}")
-
-
-class TokenCounts(Protocol):
-    """The six counts of event schema v1: cached and cache-write tokens are parts of
-    ``input_tokens``, 1-hour cache writes part of ``cache_write_tokens``, reasoning tokens
-    part of ``output_tokens``. ``events.Usage``, ``providers.TokenUsage`` and
-    ``invoicing.UsageRow`` all have this shape."""
-
-    @property
-    def input_tokens(self) -> int: ...
-    @property
-    def cached_input_tokens(self) -> int: ...
-    @property
-    def cache_write_tokens(self) -> int: ...
-    @property
-    def output_tokens(self) -> int: ...
-    @property
-    def reasoning_tokens(self) -> int: ...
-    @property
-    def cache_write_1h_tokens(self) -> int: ...
-
-
-class RatableUsage(TokenCounts, Protocol):
-    """Usage that ``rate`` can price: an hourly aggregate row, or one request.
-
-    ``hour`` is the moment whose prices apply (the start of the UTC hour for aggregates, or
-    ``occurred_at`` for a request); ``long_context`` says the tokens come from requests whose
-    input exceeded the model's long-context threshold."""
-
-    @property
-    def model(self) -> str: ...
-    @property
-    def service_tier(self) -> str: ...
-    @property
-    def hour(self) -> datetime: ...
-    @property
-    def long_context(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,31 +251,7 @@ class ModelPrices:
 
 
 @dataclass(frozen=True, slots=True)
-class Charge:
-    """Tokens of one model, class and service tier billed at one unit price: one invoice
-    line before rounding. ``tier`` is the band's index (0 for the first or only band);
-    ``long_context`` says the price is the long-context one."""
-
-    model: str
-    token_class: TokenClass
-    service_tier: str
-    tier: int
-    long_context: bool
-    unit_price_per_million: Decimal
-    quantity: int
-
-    @property
-    def exact_amount(self) -> Decimal:
-        return exact_amount(self.quantity, self.unit_price_per_million)
-
-
-def exact_amount(quantity: int, price_per_million: Decimal) -> Decimal:
-    """``quantity * price / 1,000,000`` with no rounding at all."""
-    return EXACT.scaleb(EXACT.multiply(Decimal(quantity), price_per_million), -6)
-
-
-@dataclass(frozen=True, slots=True)
-class _Timeline:
+class Timeline:
     """The prices of one model and service tier over time: ``prices[i]`` holds from
     ``starts[i]`` until ``starts[i + 1]``; ``None`` where nothing is priced."""
 
@@ -405,7 +292,7 @@ class PriceBook:
                 group = by_group.setdefault((entry.model, entry.service_tier), ([], []))
                 group[layer].append(entry)
         touched = {(e.model, e.service_tier) for e in self._overrides}
-        self._timelines: dict[tuple[str, str], _Timeline] = {
+        self._timelines: dict[tuple[str, str], Timeline] = {
             key: (
                 _base._timelines[key]
                 if _base is not None and key not in touched
@@ -425,6 +312,16 @@ class PriceBook:
     def overrides(self) -> tuple[PriceEntry, ...]:
         return self._overrides
 
+    @property
+    def timelines(self) -> Mapping[tuple[str, str], Timeline]:
+        """The prices of each model and service tier over time, for rating."""
+        return self._timelines
+
+    @property
+    def tiered_models(self) -> frozenset[str]:
+        """The models that have bands anywhere in the book."""
+        return self._tiered_models
+
     def with_overrides(self, overrides: Iterable[PriceEntry]) -> PriceBook:
         """This book with a contract's price overrides on top (see the class docstring)."""
         extra = tuple(overrides)
@@ -440,7 +337,7 @@ class PriceBook:
         """The prices of ``model`` on ``service_tier`` in effect at ``moment``."""
         prices = self.find(model, service_tier, moment)
         if prices is None:
-            raise _no_price(model, service_tier, moment)
+            raise no_price(model, service_tier, moment)
         return prices
 
     def is_long_context(
@@ -459,9 +356,9 @@ class PriceBook:
                 (e for e in self._entries if e.covers(moment)),
                 key=lambda e: (
                     e.model,
-                    _TIER_RANK[e.service_tier],
+                    TIER_RANK[e.service_tier],
                     e.long_context_above is not None,
-                    _CLASS_RANK[e.token_class],
+                    CLASS_RANK[e.token_class],
                     e.tier_up_to is None,
                     e.tier_up_to or 0,
                 ),
@@ -469,253 +366,7 @@ class PriceBook:
         )
 
 
-def check_priced(book: PriceBook, event: UsageEvent) -> UsageEvent | Rejection:
-    """An event is billable only if a price covers its model and service tier at its
-    ``occurred_at`` (every priced model prices input and output, so every token class is
-    then covered); otherwise it is rejected as ``unpriced``, to be replayed once a price is
-    imported, rather than accepted into a bill that cannot be built."""
-    if book.find(event.model, event.service_tier, event.occurred_at) is not None:
-        return event
-    return Rejection(
-        Reason.UNPRICED,
-        f"no {event.service_tier} price for {event.model} at"
-        f" {rfc3339(event.occurred_at, to_seconds=True)}: import one (metering prices import"
-        " FILE), then metering dlq replay --reason unpriced",
-        event_id=str(event.event_id),
-        tenant_id=event.tenant_id,
-        model=event.model,
-    )
-
-
-def rate(book: PriceBook, usage: Iterable[RatableUsage], currency: str) -> tuple[Charge, ...]:
-    """Price usage: one ``Charge`` per model, class, service tier, band and unit price.
-
-    Each row is priced with the prices in effect at its ``hour``. Graduated bands apply to the
-    period's cumulative volume of a model and token class *across all service tiers*, taken in
-    the order hour, service tier (standard, batch, priority), then normal before long-context;
-    so a band boundary can fall inside one hour and split its tokens. All of ``usage`` is
-    therefore one billing period of one tenant. Models without bands anywhere in the book take
-    a faster path that sums rows per price segment first; the result is the same.
-
-    Charges come ordered by model, class, service tier, long-context, band, then the time
-    their price took effect. Raises ``NoPriceError`` and ``CurrencyMismatchError``.
-    """
-    timelines = book._timelines
-    tiered = book._tiered_models
-    # Keyed by the identity of the (immutable, shared) ModelPrices: hashing it by value per row
-    # would cost more than the rest of the loop.
-    sums: dict[tuple[str, str, bool, int], list[int]] = {}
-    segment: dict[int, ModelPrices] = {}
-    ordered: list[RatableUsage] = []
-    for row in usage:
-        if row.model in tiered:
-            ordered.append(row)
-            continue
-        prices = _prices_of(timelines, row)
-        key = (row.model, row.service_tier, row.long_context, id(prices))
-        counts = sums.get(key)
-        if counts is None:
-            segment[id(prices)] = prices
-            sums[key] = [
-                row.input_tokens,
-                row.cached_input_tokens,
-                row.cache_write_tokens,
-                row.output_tokens,
-                row.reasoning_tokens,
-                row.cache_write_1h_tokens,
-            ]
-        else:
-            counts[0] += row.input_tokens
-            counts[1] += row.cached_input_tokens
-            counts[2] += row.cache_write_tokens
-            counts[3] += row.output_tokens
-            counts[4] += row.reasoning_tokens
-            counts[5] += row.cache_write_1h_tokens
-
-    charges = _Charges()
-    # Earliest prices first, so that each line's first price segment is the one it meets first.
-    for (model, service_tier, long_context, prices_id), counts in sorted(
-        sums.items(), key=lambda item: segment[item[0][3]].valid_from
-    ):
-        prices = segment[prices_id]
-        _check_currency(prices, currency)
-        for token_class, tokens in prices.split(*counts):
-            if tokens <= 0:
-                _check_count(prices, token_class, tokens)
-                continue
-            charges.add_at(prices, model, token_class, service_tier, long_context, 0, tokens)
-
-    ordered.sort(key=lambda r: (r.hour, _TIER_RANK.get(r.service_tier, 99), r.long_context))
-    volume: dict[tuple[str, TokenClass], int] = {}
-    for row in ordered:
-        prices = _prices_of(timelines, row)
-        if prices.currency != currency:
-            _check_currency(prices, currency)
-        model, service_tier, long_context = row.model, row.service_tier, row.long_context
-        for token_class, tokens in prices.split(
-            row.input_tokens,
-            row.cached_input_tokens,
-            row.cache_write_tokens,
-            row.output_tokens,
-            row.reasoning_tokens,
-            row.cache_write_1h_tokens,
-        ):
-            if tokens <= 0:
-                _check_count(prices, token_class, tokens)
-                continue
-            position = volume.get((model, token_class), 0)
-            volume[(model, token_class)] = position + tokens
-            charges.add_at(prices, model, token_class, service_tier, long_context, position, tokens)
-    return charges.result()
-
-
-def split_into_bands(
-    bands: Sequence[Band], position: int, tokens: int
-) -> list[tuple[int, int, Decimal]]:
-    """``(band index, tokens, price)`` for ``tokens`` that follow ``position`` tokens already
-    counted in the period; a band boundary inside them splits them."""
-    start, end = position, position + tokens
-    parts: list[tuple[int, int, Decimal]] = []
-    lower = 0
-    for index, band in enumerate(bands):
-        upper = band.up_to
-        if upper is not None and upper <= start:
-            lower = upper
-            continue
-        taken = (end if upper is None else min(end, upper)) - max(start, lower)
-        if taken > 0:
-            parts.append((index, taken, band.price_per_million))
-        if upper is None or upper >= end:
-            break
-        lower = upper
-    return parts
-
-
-def estimate_cost(
-    usage_counts: TokenCounts, unit_prices: ModelPrices, *, long_context: bool | None = None
-) -> Decimal:
-    """An *estimate* of one request's cost, for quotas while usage streams in: each billable
-    class at its first band's price (or its long-context price), unrounded.
-
-    Bands need the period's cumulative volume, which one request does not know, so the
-    estimate ignores volume discounts and may overstate; contract discounts, minimums and
-    rounding are not applied either. The invoice is the final word. ``long_context`` defaults
-    to deciding from ``usage_counts.input_tokens``, which is right for one request; pass it
-    explicitly for anything else (an hourly sum, say).
-    """
-    if long_context is None:
-        long_context = unit_prices.is_long_context(usage_counts.input_tokens)
-    total = Decimal(0)
-    for token_class, tokens in unit_prices.quantities(usage_counts).items():
-        if tokens:
-            price = unit_prices.base_price(token_class, long_context=long_context)
-            total = EXACT.add(total, exact_amount(tokens, price))
-    return total
-
-
-def estimate_at(
-    book: PriceBook,
-    usage_counts: TokenCounts,
-    model: str,
-    service_tier: str,
-    moment: datetime,
-    *,
-    long_context: bool | None = None,
-) -> Decimal | None:
-    """``estimate_cost`` at the prices ``book`` has in effect at ``moment``; ``None`` where
-    it has none."""
-    prices = book.find(model, service_tier, moment)
-    return (
-        None if prices is None else estimate_cost(usage_counts, prices, long_context=long_context)
-    )
-
-
-_LineKey = tuple[str, TokenClass, str, int, bool, Decimal]
-"""model, token class, service tier, band, long-context, unit price: one ``Charge``."""
-
-
-class _Charges:
-    """Accumulates tokens per line key; ``result`` turns them into ordered ``Charge``s."""
-
-    def __init__(self) -> None:
-        self.tokens: dict[_LineKey, int] = {}
-        self.since: dict[_LineKey, datetime] = {}  # when the line's price was first met
-
-    def add_at(
-        self,
-        prices: ModelPrices,
-        model: str,
-        token_class: TokenClass,
-        service_tier: str,
-        long_context: bool,
-        position: int,
-        tokens: int,
-    ) -> None:
-        """Adds ``tokens`` of a class that follow ``position`` tokens of the period's volume:
-        at the long-context price when they have one, else in the bands they fall in."""
-        if long_context and token_class in prices.long_context_prices:
-            price = prices.long_context_prices[token_class]
-            self.add((model, token_class, service_tier, 0, True, price), tokens, prices)
-            return
-        bands = prices.schedules[token_class]
-        tier = 0
-        for band in bands:  # find the band of the next token; a handful of bands, so a scan
-            if band.up_to is None or band.up_to > position:
-                break
-            tier += 1
-        if band.up_to is None or position + tokens <= band.up_to:  # the usual case
-            key = (model, token_class, service_tier, tier, False, band.price_per_million)
-            self.add(key, tokens, prices)
-            return
-        for tier, part, price in split_into_bands(bands, position, tokens):
-            self.add((model, token_class, service_tier, tier, False, price), part, prices)
-
-    def add(self, key: _LineKey, tokens: int, prices: ModelPrices) -> None:
-        """Callers add in order of ``prices.valid_from``, so the first addition is earliest."""
-        known = self.tokens.get(key)
-        if known is None:
-            self.tokens[key] = tokens
-            self.since[key] = prices.valid_from
-        else:
-            self.tokens[key] = known + tokens
-
-    def result(self) -> tuple[Charge, ...]:
-        def order(key: _LineKey) -> tuple[object, ...]:
-            model, token_class, service_tier, tier, long_context, _price = key
-            rank = _TIER_RANK.get(service_tier, 99)
-            return (model, _CLASS_RANK[token_class], rank, long_context, tier, self.since[key])
-
-        return tuple(Charge(*key, self.tokens[key]) for key in sorted(self.tokens, key=order))
-
-
-def _check_currency(prices: ModelPrices, currency: str) -> None:
-    if prices.currency != currency:
-        raise CurrencyMismatchError(
-            f"{prices.model} on {prices.service_tier} is priced in {prices.currency} from"
-            f" {rfc3339(prices.valid_from, to_seconds=True)}, but the bill is in {currency};"
-            f" there is no FX conversion: import {currency} prices for it or give the tenant a"
-            f" {prices.currency} contract"
-        )
-
-
-def _check_count(prices: ModelPrices, token_class: TokenClass, tokens: int) -> None:
-    if tokens < 0:
-        raise PricingError(
-            f"{prices.model} {prices.service_tier} usage has {tokens} {token_class} tokens:"
-            " cached and cache-write tokens must be parts of input_tokens, 1-hour cache writes"
-            " part of cache writes, and reasoning tokens part of output_tokens"
-        )
-
-
-def _prices_of(timelines: Mapping[tuple[str, str], _Timeline], row: RatableUsage) -> ModelPrices:
-    timeline = timelines.get((row.model, row.service_tier))
-    prices = timeline.at(row.hour) if timeline is not None else None
-    if prices is None:
-        raise _no_price(row.model, row.service_tier, row.hour)
-    return prices
-
-
-def _no_price(model: str, service_tier: str, moment: datetime) -> NoPriceError:
+def no_price(model: str, service_tier: str, moment: datetime) -> NoPriceError:
     return NoPriceError(
         f"no {service_tier} price for {model} at {rfc3339(moment, to_seconds=True)}: import a"
         " price file that covers it (metering prices import FILE), or check the model name"
@@ -724,7 +375,7 @@ def _no_price(model: str, service_tier: str, moment: datetime) -> NoPriceError:
 
 def _timeline(
     model: str, service_tier: str, base: list[PriceEntry], overrides: list[PriceEntry]
-) -> _Timeline:
+) -> Timeline:
     cuts: set[datetime] = set()
     for entry in (*base, *overrides):
         cuts.add(entry.effective_from)
@@ -737,7 +388,7 @@ def _timeline(
         active = [e for e in base if e.covers(start)]
         replacing = [e for e in overrides if e.covers(start)]
         prices.append(_prices_at(model, service_tier, start, end, active, replacing))
-    return _Timeline(starts, prices)
+    return Timeline(starts, prices)
 
 
 def _prices_at(
