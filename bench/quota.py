@@ -35,7 +35,7 @@ from bench.harness import (
     scratch_database,
 )
 from bench.report import Case, Figure, Target
-from metering.billing.quotas import Limit, LimitKind
+from metering.billing.quotas.limits import Limit, LimitKind
 from metering.config import Settings
 from metering.produce.producer import produce
 from metering.services.process import free_port, port_is_busy

@@ -27,21 +27,16 @@ from mode import Service
 from metering.billing.events import UsageEvent
 from metering.billing.invoicing import billing_period_of
 from metering.billing.price_book import PriceBook
-from metering.billing.quotas import (
-    Limit,
-    QuotaUsage,
-    TenantQuotaState,
-    alert_to_json,
-    quota_answer,
-    signal_to_json,
-    usage_from_event,
-)
+from metering.billing.quotas.answer import quota_answer
+from metering.billing.quotas.limits import Limit
+from metering.billing.quotas.state import QuotaUsage, TenantQuotaState, usage_from_event
 from metering.billing.rating import estimate_at
 from metering.config import Settings
 from metering.store import quota_store
 from metering.store.billing import load_price_book
 from metering.store.connection import Reconnecting
 from metering.store.quota_store import QuotaEffects
+from metering.wire.quota_messages import alert_to_json, signal_to_json
 
 log = logging.getLogger("metering.quotas")
 

@@ -9,7 +9,7 @@ import typer
 from psycopg.rows import dict_row
 
 from metering.billing.invoicing import LineKind
-from metering.billing.quotas import (
+from metering.billing.quotas.limits import (
     MAX_THRESHOLD,
     MAX_TOKEN_LIMIT,
     Amount,

@@ -36,28 +36,28 @@ from psycopg.rows import class_row
 
 from metering.billing.events import UsageEvent
 from metering.billing.invoicing import anchor_day_of, billing_period_of
-from metering.billing.quotas import (
+from metering.billing.quotas.answer import apply_usages, reevaluate
+from metering.billing.quotas.limits import Limit, LimitKind
+from metering.billing.quotas.state import (
     Alert,
-    Limit,
-    LimitKind,
     LimitStatus,
     PastUsage,
     QuotaSignal,
     QuotaUsage,
     TenantQuotaState,
-    apply_usages,
     counted_tokens,
     limit_statuses,
-    reevaluate,
     seed_periods,
     seed_since,
+)
+from metering.billing.rating import estimate_at
+from metering.store.billing import contracts_of, load_price_book
+from metering.wire.quota_messages import (
     signal_from_json,
     signal_to_json,
     state_from_json,
     state_to_json,
 )
-from metering.billing.rating import estimate_at
-from metering.store.billing import contracts_of, load_price_book
 
 QUOTA_LOCKS: Final = 64
 _LOCK_SPACE: Final = 0x71756F74  # "quot": the first key of every quota advisory lock

@@ -19,8 +19,8 @@ from ingest_helpers import event, message, metering, produce, seed_catalog, wait
 from test_quota_enforcement import ask, eventually, read_topic
 
 from metering.billing.invoicing import BillingPeriod, period_for
-from metering.billing.quotas import state_from_json
 from metering.config import Settings
+from metering.wire.quota_messages import state_from_json
 
 StartWorker = Callable[..., WorkerProcess]
 TENANT = "hooli"

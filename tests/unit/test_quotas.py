@@ -15,31 +15,37 @@ import pytest
 
 from metering.billing.events import Usage, UsageEvent
 from metering.billing.invoicing import billing_period_of
-from metering.billing.quotas import (
-    MAX_TOKEN_LIMIT,
-    Alert,
-    Limit,
-    LimitKind,
-    PastUsage,
-    QuotaPolicy,
-    QuotaSignal,
-    QuotaStatus,
-    QuotaUsage,
-    TenantQuotaState,
-    alert_to_json,
+from metering.billing.quotas.answer import (
     apply_usage,
     apply_usages,
-    limit_statuses,
     quota_answer,
     reevaluate,
+    signal_allows,
+)
+from metering.billing.quotas.limits import (
+    MAX_TOKEN_LIMIT,
+    Limit,
+    LimitKind,
+    QuotaPolicy,
+    QuotaStatus,
+)
+from metering.billing.quotas.state import (
+    Alert,
+    PastUsage,
+    QuotaSignal,
+    QuotaUsage,
+    TenantQuotaState,
+    limit_statuses,
     seed_periods,
     seed_since,
-    signal_allows,
+    usage_from_event,
+)
+from metering.wire.quota_messages import (
+    alert_to_json,
     signal_from_json,
     signal_to_json,
     state_from_json,
     state_to_json,
-    usage_from_event,
 )
 
 NOW = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Quotas: limits per tenant (optionally per model), threshold alerts and the block signal."""
