@@ -46,7 +46,8 @@ from metering.store import quota_store
 from metering.store.catalog import CatalogCache
 from metering.store.ledger import RECORD_ERRORS, BatchOutcome, Ledger, LedgerBatch, SourceRecord
 from metering.store.quota_store import QuotaEffects
-from streams.quota import QuotaPublisher, QuotaRules
+from streams.quota.publisher import QuotaPublisher
+from streams.quota.rules import QuotaRules
 
 log = logging.getLogger("metering.ingest")
 

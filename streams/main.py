@@ -11,7 +11,9 @@ from metering.wire.kafka_admin import ensure_topics
 from streams import web
 from streams.app import create_app
 from streams.ingest import IngestService
-from streams.quota import QuotaRules, QuotaService, register_quota_api
+from streams.quota.api import register_quota_api
+from streams.quota.rules import QuotaRules
+from streams.quota.tables import QuotaService
 
 
 def run_worker(settings: Settings) -> int:
