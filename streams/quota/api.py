@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import hmac
-import logging
 
 import faust
 from faust.web import Request, Response, View
 
 from metering.config import Settings
 from streams.quota.tables import QuotaService
-
-log = logging.getLogger("metering.quotas")
 
 
 def _bearer_matches(header: str | None, token: str) -> bool:
