@@ -19,6 +19,8 @@ from typing import Any, Final
 
 import orjson
 
+from metering.billing.tokens import Usage
+
 
 class Reason(StrEnum):
     """Why a message was rejected; the value is what the dead-letter topic carries."""
@@ -81,20 +83,6 @@ _SHOWN_VALUE_MAX_CHARS: Final = 80
 # The one character that valid UTF-8 JSON can carry and PostgreSQL text and jsonb cannot
 # (orjson already refuses invalid UTF-8 and lone surrogates).
 _UNSTORABLE_CHARACTER: Final = "\x00"
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts of one request. Cached and cache-write tokens are parts of the input;
-    reasoning tokens are part of the output; 1-hour cache writes are part of the cache
-    writes."""
-
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    cache_write_1h_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,28 +203,19 @@ def _as_sent(value: Any) -> str | None:
 def event_to_json(event: UsageEvent) -> bytes:
     """The canonical v1 JSON of an event: sorted keys, UTC with ``Z``, every usage count,
     optional fields only when set. ``parse_event`` reads it back to an equal event, and its
-    SHA-256 is the event's fingerprint.
+    SHA-256 is the event's fingerprint. The one writer of v1 JSON: the producer sends it.
 
-    ``cache_write_1h_tokens`` came after the first events were stored, so it is written only
-    when it is not 0: every event sent before it keeps its fingerprint, and a replayed old
-    event stays a duplicate rather than a conflict."""
-    usage = event.usage
+    ``cache_write_1h_tokens`` is written only when it is not 0 (``Usage.as_dict``): every
+    event sent before it existed keeps its fingerprint, and a replayed old event stays a
+    duplicate rather than a conflict."""
     document: dict[str, Any] = {
         "event_id": event.event_id,
         "tenant_id": event.tenant_id,
         "model": event.model,
         "occurred_at": event.occurred_at,
         "service_tier": event.service_tier,
-        "usage": {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cached_input_tokens": usage.cached_input_tokens,
-            "cache_write_tokens": usage.cache_write_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-        },
+        "usage": event.usage.as_dict(),
     }
-    if usage.cache_write_1h_tokens:
-        document["usage"]["cache_write_1h_tokens"] = usage.cache_write_1h_tokens
     if event.request_id is not None:
         document["request_id"] = event.request_id
     if event.deployment is not None:

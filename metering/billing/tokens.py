@@ -10,6 +10,7 @@ have no price either), reasoning as output.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, Protocol
@@ -41,10 +42,11 @@ CLASS_RANK: Final = {token_class: rank for rank, token_class in enumerate(TOKEN_
 
 
 class TokenCounts(Protocol):
-    """The six counts of event schema v1: cached and cache-write tokens are parts of
-    ``input_tokens``, 1-hour cache writes part of ``cache_write_tokens``, reasoning tokens
-    part of ``output_tokens``. ``events.Usage``, ``providers.TokenUsage`` and
-    ``invoicing.UsageRow`` all have this shape."""
+    """The six counts of event schema v1, in the order the ledger stores them: the one list
+    of token counts, from which ``TOKEN_COUNTS`` and so every column list, sum and document
+    derives. Cached and cache-write tokens are parts of ``input_tokens``, 1-hour cache writes
+    part of ``cache_write_tokens``, reasoning tokens part of ``output_tokens``. ``Usage`` and
+    ``invoicing.UsageRow`` have this shape."""
 
     @property
     def input_tokens(self) -> int: ...
@@ -58,3 +60,64 @@ class TokenCounts(Protocol):
     def reasoning_tokens(self) -> int: ...
     @property
     def cache_write_1h_tokens(self) -> int: ...
+
+
+TOKEN_COUNTS: Final[tuple[str, ...]] = tuple(
+    name for name, member in vars(TokenCounts).items() if isinstance(member, property)
+)
+"""The names of the six counts, in the ledger's order: ``input_tokens``, ...,
+``cache_write_1h_tokens``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one request: the ``usage`` object of event schema v1 (a
+    ``TokenCounts``). What parsing an event and every provider converter return.
+
+    Construction does not check the counts, because parsing has checked them already, one
+    rejection reason each; ``checked`` does, for counts from anywhere else.
+    """
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+
+    def checked(self) -> Usage:
+        """This usage, if every count is a non-negative integer and each part fits in its
+        whole; otherwise ``ValueError`` naming the counts that do not."""
+        for name in TOKEN_COUNTS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
+            raise ValueError(
+                f"cached_input_tokens + cache_write_tokens "
+                f"({self.cached_input_tokens} + {self.cache_write_tokens}) "
+                f"exceed input_tokens ({self.input_tokens})"
+            )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise ValueError(
+                f"cache_write_1h_tokens ({self.cache_write_1h_tokens}) "
+                f"exceed cache_write_tokens ({self.cache_write_tokens})"
+            )
+        if self.reasoning_tokens > self.output_tokens:
+            raise ValueError(
+                f"reasoning_tokens ({self.reasoning_tokens}) "
+                f"exceed output_tokens ({self.output_tokens})"
+            )
+        return self
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in TOKEN_COUNTS})
+
+    def as_dict(self) -> dict[str, int]:
+        """The event's ``usage`` object. ``cache_write_1h_tokens`` came after the first events
+        were stored, so it is there only when it is not 0: every event sent before it keeps
+        its canonical JSON, and so its fingerprint."""
+        counts = {name: getattr(self, name) for name in TOKEN_COUNTS}
+        if not self.cache_write_1h_tokens:
+            del counts["cache_write_1h_tokens"]
+        return counts

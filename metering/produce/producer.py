@@ -24,12 +24,11 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, Required, TypedDict, Unpack
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
-from metering.billing.utc import rfc3339
-from metering.produce.providers import TokenUsage
+from metering.billing.events import UsageEvent, event_to_json
+from metering.billing.tokens import Usage
 
 USAGE_TOPIC = "usage.events"
 BULK_CHUNK = 20_000
@@ -42,7 +41,7 @@ class UsageFields(TypedDict, total=False):
 
     tenant_id: Required[str]
     model: Required[str]
-    usage: Required[TokenUsage | Mapping[str, int]]
+    usage: Required[Usage | Mapping[str, int]]
     occurred_at: datetime | None
     event_id: uuid.UUID | str | None
     service_tier: str
@@ -56,7 +55,7 @@ def usage_event(
     *,
     tenant_id: str,
     model: str,
-    usage: TokenUsage | Mapping[str, int],
+    usage: Usage | Mapping[str, int],
     occurred_at: datetime | None = None,
     event_id: uuid.UUID | str | None = None,
     service_tier: str = "standard",
@@ -64,8 +63,8 @@ def usage_event(
     deployment: str | None = None,
     region: str | None = None,
     attributes: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """One event of schema v1 as a JSON-ready dict; unset optional fields are left out.
+) -> UsageEvent:
+    """One event of schema v1; ``event_to_json`` writes it as the message value.
 
     ``occurred_at`` defaults to now and must be timezone-aware; ``event_id`` defaults to a
     fresh UUID4. Token counts are checked here, so the caller hears of a bad count at once
@@ -75,30 +74,26 @@ def usage_event(
         occurred_at = datetime.now(UTC)
     elif occurred_at.utcoffset() is None:
         raise ValueError(f"occurred_at must be timezone-aware, got naive {occurred_at!r}")
-    tokens = usage if isinstance(usage, TokenUsage) else TokenUsage(**usage)
-    event: dict[str, Any] = {
-        "event_id": _event_id(event_id),
-        "tenant_id": tenant_id,
-        "model": model,
-        "occurred_at": rfc3339(occurred_at),
-        "service_tier": service_tier,
-        "usage": tokens.as_dict(),
-    }
-    optional = {
-        "request_id": request_id,
-        "deployment": deployment,
-        "region": region,
-        "attributes": dict(attributes) if attributes is not None else None,
-    }
-    event.update((key, value) for key, value in optional.items() if value is not None)
-    return event
+    tokens = usage if isinstance(usage, Usage) else Usage(**usage)
+    return UsageEvent(
+        event_id=_event_id(event_id),
+        tenant_id=tenant_id,
+        model=model,
+        occurred_at=occurred_at,
+        usage=tokens.checked(),
+        service_tier=service_tier,
+        request_id=request_id,
+        deployment=deployment,
+        region=region,
+        attributes=attributes or {},
+    )
 
 
-def _event_id(event_id: uuid.UUID | str | None) -> str:
-    """The canonical text of ``event_id``, a fresh UUID4 when ``None``; bad text raises."""
+def _event_id(event_id: uuid.UUID | str | None) -> uuid.UUID:
+    """``event_id`` as a UUID, a fresh UUID4 when ``None``; text that is not one raises."""
     if event_id is None:
-        return str(uuid.uuid4())
-    return str(event_id if isinstance(event_id, uuid.UUID) else uuid.UUID(event_id))
+        return uuid.uuid4()
+    return event_id if isinstance(event_id, uuid.UUID) else uuid.UUID(event_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +144,9 @@ class UsageProducer:
         """
         event = usage_event(**fields)
         ack = await self._started().send(
-            self.topic, orjson.dumps(event), key=event["tenant_id"].encode()
+            self.topic, event_to_json(event), key=event.tenant_id.encode()
         )
-        return PendingEvent(event["event_id"], ack)
+        return PendingEvent(str(event.event_id), ack)
 
     async def send_raw(self, key: bytes, value: bytes) -> RecordMetadata:
         """Send bytes exactly as given, e.g. replayed from the dead-letter topic, and wait."""

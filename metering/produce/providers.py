@@ -17,7 +17,8 @@ Every provider counts the same six things differently:
 - Azure AI Inference's ``CompletionsUsage`` has the OpenAI field names, whichever model it
   serves; its ``total_tokens`` tells where the model put reasoning.
 
-Each converter takes the usage object as a plain dict, as a serving layer has it
+Each converter returns the domain's ``metering.billing.tokens.Usage``, checked. It takes the
+usage object as a plain dict, as a serving layer has it
 (``response.usage.model_dump()``, ``CompletionsUsage.as_dict()``, ``MessageToDict(usage)`` or
 the decoded JSON), and raises ``ValueError`` naming the offending field when a count is
 missing, negative or not an integer. Fields we do not bill (audio, predictions, ...) are
@@ -28,87 +29,39 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, Final
+
+from metering.billing.tokens import Usage
 
 XAI_TICKS_PER_USD_EXPONENT = 10
 """xAI's ``cost_in_usd_ticks`` counts 10**10 ticks per US dollar."""
 
 
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """Token counts of one request, in the shape of the ``usage`` object of event schema v1.
-
-    Cached reads and cache writes are parts of ``input_tokens``; 1-hour cache writes are part
-    of ``cache_write_tokens``; reasoning is part of ``output_tokens``.
-    """
-
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        for name in _TOKEN_FIELDS:
-            value = getattr(self, name)
-            if not _is_count(value):
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
-            raise ValueError(
-                f"cached_input_tokens + cache_write_tokens "
-                f"({self.cached_input_tokens} + {self.cache_write_tokens}) "
-                f"exceed input_tokens ({self.input_tokens})"
-            )
-        if self.cache_write_1h_tokens > self.cache_write_tokens:
-            raise ValueError(
-                f"cache_write_1h_tokens ({self.cache_write_1h_tokens}) "
-                f"exceed cache_write_tokens ({self.cache_write_tokens})"
-            )
-        if self.reasoning_tokens > self.output_tokens:
-            raise ValueError(
-                f"reasoning_tokens ({self.reasoning_tokens}) "
-                f"exceed output_tokens ({self.output_tokens})"
-            )
-
-    def as_dict(self) -> dict[str, int]:
-        """The event's ``usage`` object; ``cache_write_1h_tokens`` only when not 0, as in the
-        canonical JSON (``events.event_to_json``)."""
-        counts = {name: getattr(self, name) for name in _TOKEN_FIELDS}
-        if not self.cache_write_1h_tokens:
-            del counts["cache_write_1h_tokens"]
-        return counts
-
-
-_TOKEN_FIELDS = tuple(field.name for field in fields(TokenUsage))
-
-
-def from_openai_chat(usage: Mapping[str, Any]) -> TokenUsage:
+def from_openai_chat(usage: Mapping[str, Any]) -> Usage:
     """OpenAI Chat Completions: ``prompt_tokens`` / ``completion_tokens`` and their details.
 
     Also DeepSeek, Grok or Llama served in OpenAI's shape: cache hits are
     ``prompt_tokens_details.cached_tokens``, cache writes ``...cache_write_tokens``.
     """
-    return TokenUsage(
+    return Usage(
         input_tokens=_required(usage, "prompt_tokens"),
         output_tokens=_required(usage, "completion_tokens"),
         cached_input_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
         cache_write_tokens=_detail(usage, "prompt_tokens_details", "cache_write_tokens"),
         reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
-    )
+    ).checked()
 
 
-def from_openai_responses(usage: Mapping[str, Any]) -> TokenUsage:
+def from_openai_responses(usage: Mapping[str, Any]) -> Usage:
     """OpenAI Responses API: ``input_tokens`` / ``output_tokens`` and their details."""
-    return TokenUsage(
+    return Usage(
         input_tokens=_required(usage, "input_tokens"),
         output_tokens=_required(usage, "output_tokens"),
         cached_input_tokens=_detail(usage, "input_tokens_details", "cached_tokens"),
         cache_write_tokens=_detail(usage, "input_tokens_details", "cache_write_tokens"),
         reasoning_tokens=_detail(usage, "output_tokens_details", "reasoning_tokens"),
-    )
+    ).checked()
 
 
 _ANTHROPIC_ITERATIONS_INSIDE: Final = ("message", "fallback_message")
@@ -117,7 +70,7 @@ _ANTHROPIC_ITERATIONS_BESIDE: Final = ("compaction",)
 """Iteration types whose tokens the top-level counts leave out, so they are added."""
 
 
-def from_anthropic(usage: Mapping[str, Any]) -> TokenUsage:
+def from_anthropic(usage: Mapping[str, Any]) -> Usage:
     """Anthropic Messages API, whose ``input_tokens`` exclude cache reads and writes.
 
     1-hour cache writes (``cache_creation.ephemeral_1h_input_tokens``) become
@@ -139,7 +92,7 @@ def from_anthropic(usage: Mapping[str, Any]) -> TokenUsage:
             raise ValueError(f"iterations[{index}] must be an object, got {iteration!r}")
         kind = iteration.get("type")
         if kind in _ANTHROPIC_ITERATIONS_BESIDE:
-            total = _add(total, _anthropic_counts(iteration, path))
+            total += _anthropic_counts(iteration, path)
         elif kind not in _ANTHROPIC_ITERATIONS_INSIDE:
             raise ValueError(
                 f"{path}type {kind!r} is not a known usage iteration"
@@ -151,7 +104,7 @@ def from_anthropic(usage: Mapping[str, Any]) -> TokenUsage:
 
 def from_anthropic_stream(
     message_start: Mapping[str, Any], message_delta: Mapping[str, Any]
-) -> TokenUsage:
+) -> Usage:
     """One streamed Anthropic message: its ``message_start`` and last ``message_delta``
     events (``event.model_dump()``).
 
@@ -174,7 +127,7 @@ def from_anthropic_stream(
     return from_anthropic(combined)
 
 
-def from_xai(usage: Mapping[str, Any]) -> TokenUsage:
+def from_xai(usage: Mapping[str, Any]) -> Usage:
     """xAI: chat completions over REST, or the xai-sdk's ``SamplingUsage`` (gRPC).
 
     xAI's ``completion_tokens`` exclude reasoning tokens, and our ``output_tokens`` include
@@ -198,12 +151,12 @@ def from_xai(usage: Mapping[str, Any]) -> TokenUsage:
         cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
         reasoning_field = "completion_tokens_details.reasoning_tokens"
     prompt = _required(usage, "prompt_tokens")
-    return TokenUsage(
+    return Usage(
         input_tokens=prompt,
         output_tokens=_output_tokens(usage, prompt, completion, reasoning, reasoning_field),
         cached_input_tokens=cached,
         reasoning_tokens=reasoning,
-    )
+    ).checked()
 
 
 def xai_cost_usd(usage: Mapping[str, Any]) -> Decimal | None:
@@ -220,7 +173,7 @@ def xai_cost_usd(usage: Mapping[str, Any]) -> Decimal | None:
     return None if ticks is None else Decimal(ticks).scaleb(-XAI_TICKS_PER_USD_EXPONENT)
 
 
-def from_deepseek(usage: Mapping[str, Any]) -> TokenUsage:
+def from_deepseek(usage: Mapping[str, Any]) -> Usage:
     """DeepSeek, which splits the prompt into cache hits and misses.
 
     Served in OpenAI's shape (Azure, relays), it reports the hits as
@@ -236,15 +189,15 @@ def from_deepseek(usage: Mapping[str, Any]) -> TokenUsage:
             f"prompt_cache_hit_tokens + prompt_cache_miss_tokens ({hits} + {misses}) "
             f"differ from prompt_tokens ({prompt})"
         )
-    return TokenUsage(
+    return Usage(
         input_tokens=prompt,
         output_tokens=_required(usage, "completion_tokens"),
         cached_input_tokens=hits,
         reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
-    )
+    ).checked()
 
 
-def from_azure_ai_inference(usage: Mapping[str, Any]) -> TokenUsage:
+def from_azure_ai_inference(usage: Mapping[str, Any]) -> Usage:
     """Azure AI Inference (``azure-ai-inference``, how Azure AI Foundry serves Grok,
     DeepSeek-R1, Llama and others): ``CompletionsUsage.as_dict()``.
 
@@ -256,17 +209,17 @@ def from_azure_ai_inference(usage: Mapping[str, Any]) -> TokenUsage:
     prompt = _required(usage, "prompt_tokens")
     completion = _required(usage, "completion_tokens")
     reasoning = _detail(usage, "completion_tokens_details", "reasoning_tokens")
-    return TokenUsage(
+    return Usage(
         input_tokens=prompt,
         output_tokens=_output_tokens(
             usage, prompt, completion, reasoning, "completion_tokens_details.reasoning_tokens"
         ),
         cached_input_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
         reasoning_tokens=reasoning,
-    )
+    ).checked()
 
 
-def from_azure_ai_inference_stream(updates: Iterable[Mapping[str, Any]]) -> TokenUsage:
+def from_azure_ai_inference_stream(updates: Iterable[Mapping[str, Any]]) -> Usage:
     """A streamed Azure AI Inference completion: its ``StreamingChatCompletionsUpdate``s
     (``update.as_dict()``), in order. The last update that carries ``usage`` has the
     totals of the whole response."""
@@ -332,7 +285,7 @@ def _output_tokens(
     )
 
 
-def _anthropic_counts(usage: Mapping[str, Any], path: str) -> TokenUsage:
+def _anthropic_counts(usage: Mapping[str, Any], path: str) -> Usage:
     """One Anthropic usage object (top level or one iteration), cache split included."""
     uncached = _field(usage, "input_tokens", path)
     if uncached is None:
@@ -342,17 +295,13 @@ def _anthropic_counts(usage: Mapping[str, Any], path: str) -> TokenUsage:
         raise ValueError(f"{path}output_tokens is missing")
     cache_write = _optional(usage, "cache_creation_input_tokens", path)
     cache_read = _optional(usage, "cache_read_input_tokens", path)
-    return TokenUsage(
+    return Usage(
         input_tokens=uncached + cache_write + cache_read,
         output_tokens=output,
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_write,
         cache_write_1h_tokens=_detail(usage, "cache_creation", "ephemeral_1h_input_tokens", path),
-    )
-
-
-def _add(a: TokenUsage, b: TokenUsage) -> TokenUsage:
-    return TokenUsage(*(getattr(a, name) + getattr(b, name) for name in _TOKEN_FIELDS))
+    ).checked()
 
 
 _XAI_SAMPLING_USAGE_ONLY: Final = frozenset(

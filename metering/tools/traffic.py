@@ -37,8 +37,9 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
+from metering.billing.events import UsageEvent, event_to_json
+from metering.billing.tokens import TOKEN_COUNTS, Usage
 from metering.produce.producer import usage_event
-from metering.produce.providers import TokenUsage
 
 Kind = Literal["valid", "duplicate", "invalid", "late"]
 
@@ -173,15 +174,11 @@ class TrafficMessage:
     kind: Kind
 
 
-@dataclass(frozen=True, slots=True)
-class UsageTotals:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageTotals(Usage):
+    """The usage of ``events`` events, summed (the generator writes no 1-hour cache entries)."""
+
     events: int
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
-    cache_write_1h_tokens: int = 0  # the generator writes no 1-hour cache entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +213,7 @@ class TrafficPlan:
         sampler = _EventSampler(rng, spec)
         remaining = spec.counts()
         recent: deque[TrafficMessage] = deque(maxlen=RECENT_VALID_KEPT)
-        sums: dict[tuple[str, str], list[int]] = {}
+        sums: dict[tuple[str, str], tuple[int, Usage]] = {}
         for _ in range(spec.events):
             kind = _next_kind(rng, remaining, can_duplicate=bool(recent))
             remaining[kind] -= 1
@@ -225,17 +222,17 @@ class TrafficPlan:
                 yield TrafficMessage(original.key, original.value, kind)
                 continue
             event = sampler.event(late=kind == "late")
-            key = event["tenant_id"].encode()
+            key = event.tenant_id.encode()
             if kind == "invalid":
                 yield TrafficMessage(key, _corrupt(rng, event), kind)
                 continue
-            message = TrafficMessage(key, orjson.dumps(event), kind)
+            message = TrafficMessage(key, event_to_json(event), kind)
             if kind == "valid":
                 recent.append(message)
             _add(sums, event)
             yield message
         self._expected = ExpectedTotals(
-            usage={key: UsageTotals(*values) for key, values in sums.items()},
+            usage={key: _totals(events, usage) for key, (events, usage) in sums.items()},
             messages=spec.counts(),
         )
 
@@ -258,15 +255,14 @@ def _next_kind(rng: random.Random, remaining: dict[Kind, int], *, can_duplicate:
     raise AssertionError("unreachable: pick < sum(weights)")
 
 
-def _add(sums: dict[tuple[str, str], list[int]], event: dict[str, Any]) -> None:
-    usage = event["usage"]
-    totals = sums.setdefault((event["tenant_id"], event["model"]), [0] * 6)
-    totals[0] += 1
-    totals[1] += usage["input_tokens"]
-    totals[2] += usage["output_tokens"]
-    totals[3] += usage["cached_input_tokens"]
-    totals[4] += usage["cache_write_tokens"]
-    totals[5] += usage["reasoning_tokens"]
+def _add(sums: dict[tuple[str, str], tuple[int, Usage]], event: UsageEvent) -> None:
+    key = (event.tenant_id, event.model)
+    known = sums.get(key)
+    sums[key] = (1, event.usage) if known is None else (known[0] + 1, known[1] + event.usage)
+
+
+def _totals(events: int, usage: Usage) -> UsageTotals:
+    return UsageTotals(events=events, **{name: getattr(usage, name) for name in TOKEN_COUNTS})
 
 
 class _EventSampler:
@@ -296,7 +292,7 @@ class _EventSampler:
         self.tenant_cum_weights = _zipf_cum_weights(len(self.tenants), self.TENANT_SKEW)
         self.model_cum_weights = _zipf_cum_weights(len(self.models), self.MODEL_SKEW)
 
-    def event(self, *, late: bool) -> dict[str, Any]:
+    def event(self, *, late: bool) -> UsageEvent:
         rng = self.rng
         tenant = _pick(rng, self.tenants, self.tenant_cum_weights)
         model = _pick(rng, self.models, self.model_cum_weights)
@@ -316,7 +312,7 @@ class _EventSampler:
             region=rng.choice(self.REGIONS),
         )
 
-    def usage(self, model: DemoModel) -> TokenUsage:
+    def usage(self, model: DemoModel) -> Usage:
         rng = self.rng
         input_tokens = _clamp(rng.lognormvariate(math.log(1_200), 1.4), 50, self.MAX_INPUT)
         cached = 0
@@ -331,7 +327,7 @@ class _EventSampler:
         else:
             output = _clamp(rng.lognormvariate(math.log(250), 1.0), 1, self.MAX_OUTPUT)
             reasoning = 0
-        return TokenUsage(input_tokens, output, cached, cache_write, reasoning)
+        return Usage(input_tokens, output, cached, cache_write, reasoning)
 
 
 def period_span(
@@ -368,12 +364,13 @@ def _clamp(value: float, low: int, high: int) -> int:
     return min(high, max(low, round(value)))
 
 
-def _corrupt(rng: random.Random, event: dict[str, Any]) -> bytes:
-    """``event`` broken in one of the ways the pipeline must reject, as message bytes."""
+def _corrupt(rng: random.Random, valid: UsageEvent) -> bytes:
+    """``valid`` broken in one of the ways the pipeline must reject, as message bytes."""
+    raw = event_to_json(valid)
+    event: dict[str, Any] = orjson.loads(raw)
     usage = event["usage"]
     match rng.randrange(6):
         case 0:  # a torn write
-            raw = orjson.dumps(event)
             return raw[: len(raw) // 2]
         case 1:
             usage["output_tokens"] = -usage["output_tokens"] - 1

@@ -10,17 +10,19 @@ from decimal import Decimal
 import anthropic
 import psycopg
 from ingest_helpers import (
+    Message,
     billed_hourly,
-    message,
     metering,
     produce,
     seed_catalog,
     wait_until_processed,
 )
 
+from metering.billing.events import event_to_json
+from metering.billing.tokens import Usage
 from metering.config import Settings
 from metering.produce.producer import usage_event
-from metering.produce.providers import TokenUsage, from_anthropic
+from metering.produce.providers import from_anthropic
 
 
 def test_anthropic_one_hour_cache_writes_are_billed_apart_and_old_events_stay_duplicates(
@@ -49,10 +51,13 @@ def test_anthropic_one_hour_cache_writes_are_billed_apart_and_old_events_stay_du
     old_style = usage_event(
         tenant_id="acme",
         model="claude-sonnet-4",
-        usage=TokenUsage(1000, 10, cache_write_tokens=800),
+        usage=Usage(1000, 10, cache_write_tokens=800),
         occurred_at=occurred_at,
     )
-    sent = [message(one_hour), message(one_hour), message(old_style), message(old_style)]
+    sent = [
+        Message(b"acme", event_to_json(event))
+        for event in (one_hour, one_hour, old_style, old_style)
+    ]
     produce(settings, sent)
     done = wait_until_processed(settings, start_worker(), len(sent))
 

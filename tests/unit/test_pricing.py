@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from metering.billing.events import Rejection, Usage, UsageEvent
+from metering.billing.events import Rejection, UsageEvent
 from metering.billing.price_book import (
     Band,
     CurrencyMismatchError,
@@ -19,7 +19,7 @@ from metering.billing.price_book import (
     PriceEntry,
 )
 from metering.billing.rating import Charge, check_priced, estimate_cost, rate, split_into_bands
-from metering.billing.tokens import TokenClass
+from metering.billing.tokens import TokenClass, Usage
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 MAR = datetime(2026, 3, 1, tzinfo=UTC)

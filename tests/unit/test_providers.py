@@ -22,10 +22,10 @@ from xai_sdk.proto import chat_pb2, usage_pb2
 
 from metering.billing.price_book import PriceBook
 from metering.billing.rating import estimate_cost
+from metering.billing.tokens import Usage
 from metering.config import PROJECT_ROOT
 from metering.files.price_files import load_price_file
 from metering.produce.providers import (
-    TokenUsage,
     from_anthropic,
     from_anthropic_stream,
     from_azure_ai_inference,
@@ -51,7 +51,7 @@ def test_openai_chat_counts_cached_tokens_inside_the_prompt():
             "rejected_prediction_tokens": 0,
         },
     }
-    assert from_openai_chat(usage) == TokenUsage(
+    assert from_openai_chat(usage) == Usage(
         input_tokens=2006, output_tokens=300, cached_input_tokens=1920
     )
 
@@ -62,7 +62,7 @@ def test_openai_chat_counts_reasoning_inside_the_completion():
         "completion_tokens": 1200,
         "completion_tokens_details": {"reasoning_tokens": 1024},
     }
-    assert from_openai_chat(usage) == TokenUsage(9, 1200, reasoning_tokens=1024)
+    assert from_openai_chat(usage) == Usage(9, 1200, reasoning_tokens=1024)
 
 
 def test_openai_responses_counts_reasoning_inside_the_output():
@@ -74,7 +74,7 @@ def test_openai_responses_counts_reasoning_inside_the_output():
         "output_tokens_details": {"reasoning_tokens": 1024},
         "total_tokens": 1261,
     }
-    assert from_openai_responses(usage) == TokenUsage(75, 1186, reasoning_tokens=1024)
+    assert from_openai_responses(usage) == Usage(75, 1186, reasoning_tokens=1024)
 
 
 def test_anthropic_cache_writes_and_reads_add_to_the_uncached_input():
@@ -91,17 +91,17 @@ def test_anthropic_cache_writes_and_reads_add_to_the_uncached_input():
         "cache_read_input_tokens": 188086,
         "output_tokens": 393,
     }
-    assert from_anthropic(first_call) == TokenUsage(
+    assert from_anthropic(first_call) == Usage(
         input_tokens=188107, output_tokens=393, cache_write_tokens=188086
     )
-    assert from_anthropic(second_call) == TokenUsage(
+    assert from_anthropic(second_call) == Usage(
         input_tokens=188107, output_tokens=393, cached_input_tokens=188086
     )
 
 
 def test_anthropic_usage_without_cache_fields_is_plain_input():
     # Anthropic API reference, Messages, example response.
-    assert from_anthropic({"input_tokens": 2095, "output_tokens": 503}) == TokenUsage(2095, 503)
+    assert from_anthropic({"input_tokens": 2095, "output_tokens": 503}) == Usage(2095, 503)
 
 
 def test_xai_reasoning_tokens_are_added_to_the_completion():
@@ -127,7 +127,7 @@ def test_xai_reasoning_tokens_are_added_to_the_completion():
         },
         "total_tokens": 837,
     }
-    assert from_xai(usage) == TokenUsage(
+    assert from_xai(usage) == Usage(
         input_tokens=663, output_tokens=174, cached_input_tokens=654, reasoning_tokens=124
     )
 
@@ -142,7 +142,7 @@ def test_xai_usage_reshaped_by_a_relay_is_not_double_counted():
         "prompt_tokens_details": {"cached_tokens": 679},
         "completion_tokens_details": {"text_tokens": 11, "reasoning_tokens": 112},
     }
-    assert from_xai(usage) == TokenUsage(686, 123, cached_input_tokens=679, reasoning_tokens=112)
+    assert from_xai(usage) == Usage(686, 123, cached_input_tokens=679, reasoning_tokens=112)
 
 
 def test_xai_usage_without_a_total_is_read_as_xai_documents_it():
@@ -187,7 +187,7 @@ def test_deepseek_cache_hits_are_the_cached_part_of_the_prompt():
         "total_tokens": 3578,
         "completion_tokens_details": {"reasoning_tokens": 1210},
     }
-    assert from_deepseek(usage) == TokenUsage(
+    assert from_deepseek(usage) == Usage(
         input_tokens=2048, output_tokens=1530, cached_input_tokens=1920, reasoning_tokens=1210
     )
 
@@ -209,7 +209,7 @@ def test_missing_or_null_details_count_as_zero(details):
     if details is None:
         usage |= {"prompt_tokens_details": None, "completion_tokens_details": None}
     for convert in (from_openai_chat, from_xai, from_deepseek):
-        assert convert(usage) == TokenUsage(10, 5)
+        assert convert(usage) == Usage(10, 5)
 
 
 def test_null_counts_inside_details_count_as_zero():
@@ -219,7 +219,7 @@ def test_null_counts_inside_details_count_as_zero():
         "input_tokens_details": {"cached_tokens": None},
         "output_tokens_details": {},
     }
-    assert from_openai_responses(usage) == TokenUsage(10, 5)
+    assert from_openai_responses(usage) == Usage(10, 5)
 
 
 def test_null_anthropic_cache_counts_count_as_zero():
@@ -229,7 +229,7 @@ def test_null_anthropic_cache_counts_count_as_zero():
         "cache_creation_input_tokens": None,
         "cache_read_input_tokens": None,
     }
-    assert from_anthropic(usage) == TokenUsage(10, 5)
+    assert from_anthropic(usage) == Usage(10, 5)
 
 
 @pytest.mark.parametrize(
@@ -288,11 +288,11 @@ def test_cached_tokens_above_the_prompt_are_rejected():
 
 def test_reasoning_above_the_output_is_rejected():
     with pytest.raises(ValueError, match="exceed output_tokens"):
-        TokenUsage(input_tokens=1, output_tokens=5, reasoning_tokens=6)
+        Usage(input_tokens=1, output_tokens=5, reasoning_tokens=6).checked()
 
 
-def test_token_usage_serialises_every_token_class():
-    assert TokenUsage(100, 50, 40, 10, 20).as_dict() == {
+def test_usage_serialises_every_token_class():
+    assert Usage(100, 50, 40, 10, 20).as_dict() == {
         "input_tokens": 100,
         "output_tokens": 50,
         "cached_input_tokens": 40,
@@ -310,7 +310,7 @@ LIST_PRICES = PriceBook(load_price_file(PROJECT_ROOT / "prices" / "list-prices.y
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
 
-def list_price(model: str, usage: TokenUsage) -> Decimal:
+def list_price(model: str, usage: Usage) -> Decimal:
     """What ``usage`` costs at the list prices of ``model``, standard tier, unrounded."""
     return estimate_cost(usage, LIST_PRICES.at(model, "standard", NOW))
 
@@ -344,7 +344,7 @@ def test_xai_sdk_cached_prompt_tokens_are_billed_at_the_cached_price():
     )
     for dumped in proto_dumps(usage):
         tokens = from_xai(dumped)
-        assert tokens == TokenUsage(1000, 200, cached_input_tokens=600), dumped
+        assert tokens == Usage(1000, 200, cached_input_tokens=600), dumped
         assert list_price("grok-3", tokens) == Decimal("0.00465")
 
 
@@ -360,7 +360,7 @@ def test_xai_sdk_reasoning_tokens_are_added_to_the_completion():
         prompt_text_tokens=5821,
     )
     for dumped in proto_dumps(usage):
-        assert from_xai(dumped) == TokenUsage(
+        assert from_xai(dumped) == Usage(
             input_tokens=5821, output_tokens=586, cached_input_tokens=2692, reasoning_tokens=524
         ), dumped
 
@@ -369,7 +369,7 @@ def test_xai_sdk_usage_with_no_completion_reads_the_left_out_count_as_zero():
     usage = xai_sampling_usage(prompt_tokens=12, prompt_text_tokens=12, total_tokens=12)
     assert "completionTokens" not in MessageToDict(usage)
     for dumped in proto_dumps(usage):
-        assert from_xai(dumped) == TokenUsage(12, 0), dumped
+        assert from_xai(dumped) == Usage(12, 0), dumped
 
 
 def test_xai_sdk_reported_cost_agrees_with_our_list_price_rating():
@@ -388,7 +388,7 @@ def test_xai_sdk_response_usage_is_read_from_the_chat_response():
     response = chat_pb2.GetChatCompletionResponse(
         id="r1", model="grok-3", usage=xai_sampling_usage(prompt_tokens=10, completion_tokens=4)
     )
-    assert from_xai(MessageToDict(response)["usage"]) == TokenUsage(10, 4)
+    assert from_xai(MessageToDict(response)["usage"]) == Usage(10, 4)
 
 
 def test_anthropic_one_hour_cache_writes_are_priced_at_twice_the_input():
@@ -405,7 +405,7 @@ def test_anthropic_one_hour_cache_writes_are_priced_at_twice_the_input():
     )
     for dumped in pydantic_dumps(usage):
         tokens = from_anthropic(dumped)
-        assert tokens == TokenUsage(
+        assert tokens == Usage(
             input_tokens=10_050,
             output_tokens=100,
             cache_write_tokens=10_000,
@@ -442,7 +442,7 @@ def test_anthropic_compaction_iterations_are_billed_on_top_of_the_top_level_coun
         iterations=[turn, compaction],
     )
     for dumped in pydantic_dumps(usage):
-        assert from_anthropic(dumped) == TokenUsage(
+        assert from_anthropic(dumped) == Usage(
             input_tokens=30 + 9000 + 150_000 + 1000 + 5000,
             output_tokens=2400,
             cached_input_tokens=14_000,
@@ -491,7 +491,7 @@ def test_anthropic_stream_combines_message_start_and_the_final_message_delta():
         usage=anthropic.types.MessageDeltaUsage(output_tokens=503),
     )
     for start_dump, delta_dump in zip(pydantic_dumps(start), pydantic_dumps(delta), strict=True):
-        assert from_anthropic_stream(start_dump, delta_dump) == TokenUsage(
+        assert from_anthropic_stream(start_dump, delta_dump) == Usage(
             input_tokens=472 + 2048 + 1024,
             output_tokens=503,
             cached_input_tokens=1024,
@@ -514,7 +514,7 @@ def test_openai_chat_reads_cache_writes_inside_the_prompt():
         prompt_tokens_details=PromptTokensDetails(cached_tokens=1024, cache_write_tokens=1900),
     )
     for dumped in pydantic_dumps(usage):
-        assert from_openai_chat(dumped) == TokenUsage(
+        assert from_openai_chat(dumped) == Usage(
             3000, 20, cached_input_tokens=1024, cache_write_tokens=1900
         ), dumped
 
@@ -528,7 +528,7 @@ def test_openai_responses_reads_cache_writes_inside_the_input():
         total_tokens=3300,
     )
     for dumped in pydantic_dumps(usage):
-        assert from_openai_responses(dumped) == TokenUsage(
+        assert from_openai_responses(dumped) == Usage(
             3000, 300, cached_input_tokens=1024, cache_write_tokens=1900, reasoning_tokens=256
         ), dumped
 
@@ -542,7 +542,7 @@ def test_deepseek_in_the_openai_shape_reads_cache_hits_from_the_prompt_details()
         completion_tokens_details=CompletionTokensDetails(reasoning_tokens=1210),
     )
     for dumped in pydantic_dumps(usage):
-        assert from_deepseek(dumped) == TokenUsage(
+        assert from_deepseek(dumped) == Usage(
             input_tokens=2048, output_tokens=1530, cached_input_tokens=1920, reasoning_tokens=1210
         ), dumped
 
@@ -566,7 +566,7 @@ def test_azure_ai_inference_deepseek_r1_counts_reasoning_inside_the_completion()
     )
     assert not hasattr(usage, "model_dump")
     for dumped in azure_dumps(usage):
-        assert from_azure_ai_inference(dumped) == TokenUsage(
+        assert from_azure_ai_inference(dumped) == Usage(
             2048, 1530, cached_input_tokens=1920, reasoning_tokens=1210
         ), dumped
 
@@ -579,12 +579,12 @@ def test_azure_ai_inference_grok_adds_reasoning_reported_beside_the_completion()
         completion_tokens_details={"reasoning_tokens": 124},
     )
     for dumped in azure_dumps(usage):
-        assert from_azure_ai_inference(dumped) == TokenUsage(663, 174, reasoning_tokens=124)
+        assert from_azure_ai_inference(dumped) == Usage(663, 174, reasoning_tokens=124)
 
 
 def test_azure_ai_inference_usage_with_only_the_declared_fields():
     usage = CompletionsUsage(prompt_tokens=20, completion_tokens=7, total_tokens=27)
-    assert from_azure_ai_inference(usage.as_dict()) == TokenUsage(20, 7)
+    assert from_azure_ai_inference(usage.as_dict()) == Usage(20, 7)
 
 
 def test_azure_ai_inference_stream_takes_the_usage_of_the_last_update_that_has_one():
@@ -598,7 +598,7 @@ def test_azure_ai_inference_stream_takes_the_usage_of_the_last_update_that_has_o
         update({"prompt_tokens": 40, "completion_tokens": 90, "total_tokens": 130}),
         update(None),
     ]
-    assert from_azure_ai_inference_stream(u.as_dict() for u in updates) == TokenUsage(40, 90)
+    assert from_azure_ai_inference_stream(u.as_dict() for u in updates) == Usage(40, 90)
 
 
 def test_azure_ai_inference_stream_without_usage_says_how_to_ask_for_it():
@@ -608,8 +608,8 @@ def test_azure_ai_inference_stream_without_usage_says_how_to_ask_for_it():
 
 def test_one_hour_cache_writes_above_the_cache_writes_are_rejected():
     with pytest.raises(ValueError, match="exceed cache_write_tokens"):
-        TokenUsage(100, 1, cache_write_tokens=10, cache_write_1h_tokens=11)
+        Usage(100, 1, cache_write_tokens=10, cache_write_1h_tokens=11).checked()
 
 
-def test_token_usage_serialises_one_hour_cache_writes_when_there_are_some():
-    assert TokenUsage(100, 50, 0, 10, 0, 4).as_dict()["cache_write_1h_tokens"] == 4
+def test_usage_serialises_one_hour_cache_writes_when_there_are_some():
+    assert Usage(100, 50, 0, 10, 0, 4).as_dict()["cache_write_1h_tokens"] == 4

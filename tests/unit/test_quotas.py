@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from metering.billing.events import Usage, UsageEvent
+from metering.billing.events import UsageEvent
 from metering.billing.invoicing import billing_period_of
 from metering.billing.quotas.answer import (
     apply_usage,
@@ -40,6 +40,7 @@ from metering.billing.quotas.state import (
     seed_since,
     usage_from_event,
 )
+from metering.billing.tokens import Usage
 from metering.wire.quota_messages import (
     alert_to_json,
     signal_from_json,

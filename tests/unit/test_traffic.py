@@ -8,6 +8,7 @@ from itertools import islice
 import orjson
 import pytest
 
+from metering.billing.tokens import TOKEN_COUNTS
 from metering.tools.traffic import (
     DEMO_MODELS,
     TrafficMessage,
@@ -122,23 +123,15 @@ def test_kinds_are_mixed_through_the_run_rather_than_bunched(run):
 
 def test_expected_totals_are_the_sums_of_the_unique_accepted_events(run):
     messages, plan = run
-    recomputed: dict[tuple[str, str], list[int]] = {}
+    recomputed: dict[tuple[str, str], Counter[str]] = {}
     for event in accepted_events(messages).values():
-        sums = recomputed.setdefault((event["tenant_id"], event["model"]), [0] * 6)
-        usage = event["usage"]
-        sums[0] += 1
-        for i, name in enumerate(
-            (
-                "input_tokens",
-                "output_tokens",
-                "cached_input_tokens",
-                "cache_write_tokens",
-                "reasoning_tokens",
-            ),
-            start=1,
-        ):
-            sums[i] += usage[name]
-    assert plan.expected.usage == {key: UsageTotals(*sums) for key, sums in recomputed.items()}
+        sums = recomputed.setdefault((event["tenant_id"], event["model"]), Counter())
+        sums["events"] += 1
+        sums.update(event["usage"])
+    assert plan.expected.usage == {
+        key: UsageTotals(**{**dict.fromkeys(TOKEN_COUNTS, 0), **sums})
+        for key, sums in recomputed.items()
+    }
     assert plan.expected.messages == Counter(m.kind for m in messages)
 
 
