@@ -25,7 +25,7 @@ from typing import Final, NoReturn, Protocol
 from metering.billing.events import SERVICE_TIERS
 from metering.billing.price_book import PriceBook, PriceEntry
 from metering.billing.rating import EXACT, Charge, RatableUsage, rate
-from metering.billing.tokens import TokenClass
+from metering.billing.tokens import TOKEN_COUNTS, TokenClass
 
 CURRENCY_MINOR_UNITS: Final[Mapping[str, int]] = MappingProxyType(
     {
@@ -604,15 +604,7 @@ def anchor_day_of(contracts: Sequence[Contract]) -> int:
 UsageKey = tuple[str, str, bool]
 """model, service tier, long-context: how ``billed_usage`` keeps what a period billed."""
 
-USAGE_COUNTS: Final = (
-    "events",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cache_write_1h_tokens",
-)
+USAGE_COUNTS: Final = ("events", *TOKEN_COUNTS)
 
 
 class CountedUsage(TenantUsage, Protocol):

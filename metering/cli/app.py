@@ -14,6 +14,7 @@ import typer
 
 from metering.billing.events import REASONS
 from metering.billing.invoicing import period_from_label
+from metering.billing.tokens import TOKEN_COUNTS
 from metering.cli import arguments as cli_input
 from metering.cli.bench import register as register_bench
 from metering.cli.billing import register as register_billing
@@ -31,11 +32,11 @@ from metering.cli.support import (
 from metering.config import get_settings
 from metering.services import env_lines, local_services
 from metering.store import billing, catalog, reports
-from metering.store.reports import TOKEN_COLUMNS, UsageFilter, UsageGrouping
+from metering.store.reports import UsageFilter, UsageGrouping
 from metering.tools.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants, period_span
 
 TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-USAGE_COLUMNS = ("events", *TOKEN_COLUMNS)
+USAGE_COLUMNS = ("events", *TOKEN_COUNTS)
 
 app = command_group(
     "Usage metering and billing for LLM hosting: Kafka in, exact bills out.",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated
 
 import typer
@@ -76,13 +76,7 @@ def quota_set(
 
 def _amount(kind: LimitKind, given: str) -> Amount:
     """``--limit`` as the kind's amount, or a one-line refusal that says what is allowed."""
-    try:
-        amount = Decimal(given.strip())
-    except InvalidOperation:
-        amount = Decimal("NaN")
-    allowed = "a number of tokens" if not kind.is_spend else "an amount of money"
-    if not amount.is_finite():
-        raise fail(f"--limit {given!r} is not a number: give {allowed}, e.g. 1000000")
+    amount = cli_input.decimal(given, "--limit")
     value: Amount = amount
     if not kind.is_spend:
         if amount != amount.to_integral_value():

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import psycopg
 from psycopg.rows import namedtuple_row
@@ -48,6 +48,7 @@ from metering.billing.invoicing import (
 from metering.billing.price_book import PriceBook, PriceBookError, PriceEntry, PricingError
 from metering.billing.tokens import TokenClass
 from metering.files.price_files import ImportPlan, Repricing, plan_import, repricings
+from metering.store.hourly import HourlyUsage
 
 NUMBER_PREFIX: Final = "INV"
 
@@ -818,29 +819,13 @@ def _usage(
         return cur.execute(_USAGE_QUERY, params).fetchall()
 
 
-class _Summed(NamedTuple):
-    """Usage summed over a stretch of hours that starts at ``hour``."""
-
-    tenant_id: str
-    model: str
-    service_tier: str
-    long_context: bool
-    hour: datetime
-    events: int
-    input_tokens: int
-    cached_input_tokens: int
-    cache_write_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-    cache_write_1h_tokens: int
-
-
+_SUMMED: Final = ("tenant_id", "model", "service_tier", "long_context", "hour", *USAGE_COUNTS)
 _SUMS: Final = ", ".join(f"sum({c})::bigint" for c in USAGE_COUNTS)
 
 
 def _summed_usage(
     conn: psycopg.Connection, ctx: BillingContext, period: BillingPeriod
-) -> dict[str, list[_Summed]]:
+) -> dict[str, list[HourlyUsage]]:
     """Every tenant's usage in ``period``, summed in one pass over the table per model,
     service tier, long-context flag and stretch without a price change (of the book or of any
     tenant's overrides). What a bulk close reads instead of one query per tenant, whose rows
@@ -868,13 +853,14 @@ def _summed_usage(
         + " FROM usage_hourly WHERE hour >= %(start)s AND hour < %(end)s"
         " GROUP BY tenant_id, model, service_tier, long_context" + flags
     )
-    result: dict[str, list[_Summed]] = {}
+    result: dict[str, list[HourlyUsage]] = {}
     with conn.transaction():
         conn.execute("SET LOCAL jit = off")  # compiling takes longer than the hashing
         for row in conn.execute(query, params):
             first_hour = row[4]
             stretch = starts[bisect.bisect_right(starts, first_hour) - 1]
-            result.setdefault(row[0], []).append(_Summed._make((*row[:4], stretch, *row[5:])))
+            summed = dict(zip(_SUMMED, (*row[:4], stretch, *row[5:]), strict=True))
+            result.setdefault(row[0], []).append(HourlyUsage(**summed))
     return result
 
 
@@ -883,7 +869,7 @@ def _complete_usage(
     ctx: BillingContext,
     tenant_id: str,
     period: BillingPeriod,
-    summed: Sequence[_Summed],
+    summed: Sequence[HourlyUsage],
 ) -> list[Any]:
     """The tenant's usage from a bulk read: summed rows, except for models with bands used on
     several service tiers (or with long-context requests), which are read again hour by hour
@@ -1159,7 +1145,7 @@ def _bulk_usage(
     now: datetime,
     grace: timedelta,
     force: bool,
-) -> dict[BillingPeriod, dict[str, list[_Summed]]]:
+) -> dict[BillingPeriod, dict[str, list[HourlyUsage]]]:
     """The usage of the periods that many tenants are about to close, read in one pass each
     (tenants of another anchor day have another period for the same label). Usage that
     arrives after this read is late usage, billed as an adjustment next time."""
@@ -1189,7 +1175,7 @@ def _close_tenant(
     now: datetime,
     grace: timedelta,
     force: bool,
-    summed: Mapping[BillingPeriod, Mapping[str, Sequence[_Summed]]],
+    summed: Mapping[BillingPeriod, Mapping[str, Sequence[HourlyUsage]]],
 ) -> TenantClose:
     period = ctx.period(tenant_id, label)
     if period.start > now:

@@ -23,6 +23,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from metering.billing.events import Rejection, UsageEvent
+from metering.billing.tokens import TOKEN_COUNTS
 from metering.store.connection import Reconnecting
 
 
@@ -68,12 +69,7 @@ LEDGER_COLUMNS = (
     ("model", "text"),
     ("service_tier", "text"),
     ("occurred_at", "timestamptz"),
-    ("input_tokens", "int8"),
-    ("cached_input_tokens", "int8"),
-    ("cache_write_tokens", "int8"),
-    ("output_tokens", "int8"),
-    ("reasoning_tokens", "int8"),
-    ("cache_write_1h_tokens", "int8"),
+    *((count, "int8") for count in TOKEN_COUNTS),
     ("request_id", "text"),
     ("deployment", "text"),
     ("region", "text"),

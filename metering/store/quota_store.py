@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Final, NamedTuple
+from typing import Final
 
 import psycopg
 from psycopg.rows import class_row
@@ -52,6 +52,7 @@ from metering.billing.quotas.state import (
 )
 from metering.billing.rating import estimate_at
 from metering.store.billing import contracts_of, load_price_book
+from metering.store.hourly import HOURLY_COLUMNS, HourlyUsage
 from metering.wire.quota_messages import (
     signal_from_json,
     signal_to_json,
@@ -192,30 +193,13 @@ def _seed(
     return seeded, limits
 
 
-class _Hour(NamedTuple):
-    """One row of ``usage_hourly``, as seeding reads it (a ``TokenCounts``)."""
-
-    hour: datetime
-    model: str
-    service_tier: str
-    long_context: bool
-    input_tokens: int
-    cached_input_tokens: int
-    cache_write_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-    cache_write_1h_tokens: int
-
-
 def _past_usage(conn: psycopg.Connection, tenant_id: str, since: datetime) -> list[PastUsage]:
     """The tenant's hours since ``since``, each estimated like the stream estimates an event
     (list prices in effect at the hour's start; 0 where there is no price)."""
     book = load_price_book(conn)
-    with conn.cursor(row_factory=class_row(_Hour)) as cur:
+    with conn.cursor(row_factory=class_row(HourlyUsage)) as cur:
         rows = cur.execute(
-            "SELECT hour, model, service_tier, long_context, input_tokens, cached_input_tokens,"
-            " cache_write_tokens, output_tokens, reasoning_tokens, cache_write_1h_tokens"
-            " FROM usage_hourly"
+            f"SELECT {', '.join(HOURLY_COLUMNS)} FROM usage_hourly"
             " WHERE tenant_id = %s AND hour >= %s",
             (tenant_id, since),
         ).fetchall()

@@ -10,14 +10,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-TOKEN_COLUMNS = (
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cache_write_1h_tokens",
-)
+from metering.billing.tokens import TOKEN_COUNTS
 
 
 class UsageGrouping(StrEnum):
@@ -48,7 +41,7 @@ def usage(
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Token totals from ``reporting.usage_hourly``, grouped one way; returns columns, rows."""
     expression, label = _GROUP_EXPRESSIONS[by]
-    sums = ", ".join(f"sum({c})::bigint AS {c}" for c in TOKEN_COLUMNS)
+    sums = ", ".join(f"sum({c})::bigint AS {c}" for c in TOKEN_COUNTS)
     query = f"""
         SELECT {expression} AS {label}, sum(events)::bigint AS events, {sums}
           FROM reporting.usage_hourly
@@ -66,7 +59,7 @@ def usage(
     }
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, params).fetchall()
-    return [label, "events", *TOKEN_COLUMNS], rows
+    return [label, "events", *TOKEN_COUNTS], rows
 
 
 def dead_letter_summary(conn: psycopg.Connection) -> tuple[list[str], list[dict[str, Any]]]:
