@@ -368,8 +368,8 @@ class PriceBook:
 
 def no_price(model: str, service_tier: str, moment: datetime) -> NoPriceError:
     return NoPriceError(
-        f"no {service_tier} price for {model} at {rfc3339(moment, to_seconds=True)}: import a"
-        " price file that covers it (metering prices import FILE), or check the model name"
+        f"no {service_tier} price for {model} at {rfc3339(moment, to_seconds=True)}: the price"
+        " book has none in effect for that model, service tier and moment"
     )
 
 

@@ -206,8 +206,17 @@ def _domain_failure(exc: BaseException) -> tuple[str, int] | None:
         if loaded is not None:
             known.extend(getattr(loaded, name) for name in names)
     if known and isinstance(exc, tuple(known)):
-        return _one_line(str(exc)), USAGE
+        return _one_line(str(exc)) + _advice(exc), USAGE
     return None
+
+
+def _advice(exc: BaseException) -> str:
+    """What to do about a domain error whose message says only what is wrong."""
+    for module, name, advice in _ADVICE:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return f": {advice}"
+    return ""
 
 
 _USER_ERRORS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -218,6 +227,15 @@ _USER_ERRORS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 """Exceptions that mean "your input cannot be used", by module: an exception of a module
 never imported cannot have been raised, so the CLI need not import it to recognise it."""
+
+_ADVICE: tuple[tuple[str, str, str], ...] = (
+    (
+        "metering.billing.price_book",
+        "NoPriceError",
+        "import a price file that covers it (`metering prices import FILE`), or check the model",
+    ),
+)
+"""Advice about commands for domain errors, which say only what is wrong (same lookup)."""
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -19,7 +19,8 @@ from metering.billing.price_book import (
     PriceEntry,
 )
 from metering.billing.rating import Charge, check_priced, estimate_cost, rate, split_into_bands
-from metering.billing.tokens import TokenClass, Usage
+from metering.billing.tokens import TOKEN_COUNTS, TokenClass, Usage
+from metering.cli.support import explain
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 MAR = datetime(2026, 3, 1, tzinfo=UTC)
@@ -480,6 +481,30 @@ def test_usage_without_a_price_names_the_model_tier_and_hour() -> None:
     book = PriceBook(flat(input="2", output="8"))
     with pytest.raises(NoPriceError, match="no priority price for gpt-4o at 2026-11-10T12:00:00Z"):
         rate(book, [Row("gpt-4o", NOV, 10, service_tier="priority")], "USD")
+
+
+def test_a_missing_price_says_what_is_missing_and_only_the_cli_says_which_command_fixes_it():
+    book = PriceBook(flat(input="2", output="8"))
+    with pytest.raises(NoPriceError) as missing:
+        book.at("gpt-4o", "priority", NOV)
+    assert "metering" not in str(missing.value)
+    assert explain(missing.value) == (
+        f"{missing.value}: import a price file that covers it (`metering prices import FILE`),"
+        " or check the model",
+        2,
+    )
+
+
+def test_the_token_counts_are_listed_once_and_usage_has_each_of_them() -> None:
+    assert TOKEN_COUNTS == (
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "cache_write_1h_tokens",
+    )
+    assert sorted(field.name for field in fields(Usage)) == sorted(TOKEN_COUNTS)
 
 
 # --- estimates -------------------------------------------------------------------------------
