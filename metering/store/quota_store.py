@@ -35,7 +35,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from metering.billing.events import UsageEvent
-from metering.billing.invoicing import anchor_day_of, billing_period_of
+from metering.billing.invoicing import anchor_day_of
 from metering.billing.quotas.answer import apply_usages, reevaluate
 from metering.billing.quotas.limits import Limit, LimitKind
 from metering.billing.quotas.state import (
@@ -119,7 +119,7 @@ def set_limit(conn: psycopg.Connection, limit: Limit) -> LimitStatus:
         state, limits = _seed(conn, state, now)
     [status] = [
         s
-        for s in limit_statuses(state, limits, now, billing_period_of(state.anchor_day))
+        for s in limit_statuses(state, limits, now, state.period_of)
         if s.limit.limit_id == limit.limit_id
     ]
     return status
@@ -293,8 +293,7 @@ async def apply(
     effects = QuotaEffects()
     for tenant_id, tenant_usages in sorted(by_tenant.items()):
         before = states.get(tenant_id) or TenantQuotaState(tenant_id)
-        period_of = billing_period_of(before.anchor_day)
-        outcome = apply_usages(before, limits[tenant_id], tenant_usages, now, period_of)
+        outcome = apply_usages(before, limits[tenant_id], tenant_usages, now, before.period_of)
         await _save(conn, outcome.state, outcome.signal, limits[tenant_id], now)
         effects.alerts.extend(await _insert_alerts(conn, outcome.alerts))
         if outcome.signal is not None:
@@ -319,8 +318,7 @@ async def reevaluate_due(
         for tenant_id, document in due:
             state = state_from_json(document)
             tenant_limits = limits.get(tenant_id, ())
-            period_of = billing_period_of(state.anchor_day)
-            outcome = reevaluate(state, tenant_limits, now, period_of)
+            outcome = reevaluate(state, tenant_limits, now, state.period_of)
             await _save(conn, outcome.state, outcome.signal, tenant_limits, now)
             effects.alerts.extend(await _insert_alerts(conn, outcome.alerts))
             if outcome.signal is not None:
@@ -402,8 +400,7 @@ async def _save(
     now: datetime,
 ) -> None:
     """Stores the state, the signal to publish, and when to look again without usage."""
-    period_of = billing_period_of(state.anchor_day)
-    resets = [s.resets_at for s in limit_statuses(state, limits, now, period_of) if s.used]
+    resets = [s.resets_at for s in limit_statuses(state, limits, now, state.period_of) if s.used]
     await conn.execute(
         "INSERT INTO quota_state (tenant_id, state, revision, signal, signal_published,"
         " reevaluate_at, updated_at) VALUES (%(t)s, %(s)s::jsonb, %(r)s, %(sig)s::jsonb, %(pub)s,"

@@ -20,7 +20,6 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from mode import Service
 
-from metering.billing.invoicing import billing_period_of
 from metering.billing.price_book import PriceBook
 from metering.billing.quotas.answer import quota_answer
 from metering.billing.quotas.state import TenantQuotaState
@@ -68,8 +67,7 @@ class QuotaService(Service):
             return None
         state = self.states.get(tenant_id) or TenantQuotaState(tenant_id)
         limits = self.rules.limits.get(tenant_id, ())
-        period_of = billing_period_of(state.anchor_day)
-        return quota_answer(state, limits, datetime.now(UTC), period_of, model=model)
+        return quota_answer(state, limits, datetime.now(UTC), state.period_of, model=model)
 
     @Service.task
     async def _keep_fresh(self) -> None:

@@ -14,7 +14,6 @@ import orjson
 import pytest
 
 from metering.billing.events import UsageEvent
-from metering.billing.invoicing import billing_period_of
 from metering.billing.quotas.answer import (
     apply_usage,
     apply_usages,
@@ -142,8 +141,7 @@ class Tenant:
         self.state = state_from_json(state_to_json(self.state))
 
     def answer(self, *, now: datetime = NOW, model: str | None = None) -> dict[str, Any]:
-        period_of = billing_period_of(self.state.anchor_day)
-        return quota_answer(self.state, self.limits, now, period_of, model=model)
+        return quota_answer(self.state, self.limits, now, self.state.period_of, model=model)
 
     def thresholds_alerted(self) -> list[int]:
         return [alert.threshold for alert in self.alerts]
@@ -761,6 +759,17 @@ def test_the_anchor_day_round_trips_and_a_state_stored_without_one_is_on_calenda
     document = orjson.loads(state_to_json(TenantQuotaState("acme")))
     del document["anchor_day"]
     assert state_from_json(orjson.dumps(document)).anchor_day == 1
+
+
+def test_a_tenants_quota_periods_are_its_invoice_periods_from_its_anchor_day() -> None:
+    state = TenantQuotaState("acme", anchor_day=15)
+    assert state.period_of(datetime(2026, 11, 20, tzinfo=UTC)) == (
+        datetime(2026, 11, 15, tzinfo=UTC),
+        datetime(2026, 12, 15, tzinfo=UTC),
+    )
+    assert state.period_of(datetime(2026, 11, 14, tzinfo=UTC))[0] == datetime(
+        2026, 10, 15, tzinfo=UTC
+    )
 
 
 def test_a_state_of_an_unknown_version_is_refused() -> None:

@@ -188,8 +188,8 @@ class TenantQuotaState:
     ``revision`` goes up by one with every change, so that of two stored copies (say, the
     table's changelog and a row written in the ledger's transaction) the newer can be told.
     ``anchor_day`` is the day of the month the tenant's billing periods start on, which the
-    keys of ``periods`` follow: ``billing_period_of(state.anchor_day)`` is the ``period_of``
-    to pass with this state. ``seed_periods`` sets it.
+    keys of ``periods`` follow: ``state.period_of`` is the ``period_of`` to pass with this
+    state. ``seed_periods`` sets it.
     """
 
     tenant_id: str
@@ -206,6 +206,13 @@ class TenantQuotaState:
         object.__setattr__(self, "minutes", MappingProxyType(dict(self.minutes)))
         if type(self.anchor_day) is not int or not 1 <= self.anchor_day <= 31:
             raise ValueError(f"anchor_day must be 1 to 31, got {self.anchor_day!r}")
+
+    @property
+    def period_of(self) -> PeriodOf:
+        """The tenant's billing periods, which the period windows follow: the invoice's
+        periods for ``anchor_day`` (``billing_period_of``), not calendar months. The one
+        place that decides what a quota period is."""
+        return billing_period_of(self.anchor_day)
 
 
 @dataclass(frozen=True, slots=True)
