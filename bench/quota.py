@@ -39,7 +39,7 @@ from metering.billing.quotas.limits import Limit, LimitKind
 from metering.config import Settings
 from metering.produce.producer import produce
 from metering.services.process import free_port, port_is_busy
-from metering.store import catalog, quota_store
+from metering.store import catalog, quota_limits
 from metering.tools.traffic import TrafficPlan, TrafficSpec
 from metering.wire.kafka_admin import delete_topics, ensure_topics, worker_topics
 
@@ -147,7 +147,7 @@ def run_quota_case(
         with psycopg.connect(dsn(run.database_url)) as conn:
             catalog.add_tenants(conn, [catalog.TenantRow(t, t) for t in trial_tenants])
             for tenant in trial_tenants:
-                quota_store.set_limit(
+                quota_limits.set_limit(
                     conn,
                     Limit(
                         f"{tenant}:*:tokens",

@@ -23,7 +23,8 @@ from types import MappingProxyType
 from typing import Final, NoReturn, Protocol
 
 from metering.billing.events import SERVICE_TIERS
-from metering.billing.price_book import PriceBook, PriceEntry
+from metering.billing.price_book import PriceBook
+from metering.billing.prices import PriceEntry
 from metering.billing.rating import EXACT, Charge, RatableUsage, rate
 from metering.billing.tokens import TOKEN_COUNTS, TokenClass
 

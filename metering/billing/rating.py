@@ -22,16 +22,8 @@ from decimal import (
 from typing import Final, Protocol
 
 from metering.billing.events import Reason, Rejection, UsageEvent
-from metering.billing.price_book import (
-    TIER_RANK,
-    Band,
-    CurrencyMismatchError,
-    ModelPrices,
-    PriceBook,
-    PricingError,
-    Timeline,
-    no_price,
-)
+from metering.billing.price_book import TIER_RANK, PriceBook, Timeline, no_price
+from metering.billing.prices import Band, CurrencyMismatchError, ModelPrices, PricingError
 from metering.billing.tokens import CLASS_RANK, TokenClass, TokenCounts
 from metering.billing.utc import rfc3339
 

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metering.billing.events import SERVICE_TIERS
 from metering.billing.invoicing import CURRENCY_MINOR_UNITS, FinalizedInvoice, InvoiceLine
-from metering.billing.price_book import PriceEntry
+from metering.billing.prices import PriceEntry
 from metering.billing.tokens import TOKEN_CLASSES, TokenClass
 from metering.cli import arguments as cli_input
 from metering.cli.output import Format, progress, render
@@ -37,7 +37,7 @@ from metering.files.invoice_export import (
     summary_name,
 )
 from metering.files.price_files import PriceFileError, load_price_file
-from metering.store import billing, catalog, quota_store
+from metering.store import billing, catalog, quota_limits
 
 
 class BillingSettings(BaseSettings):
@@ -327,7 +327,7 @@ def tenants_set(
         contract, changed = billing.set_contract(conn, tenant_id, start, **changes)
         # Quota periods are billing periods: a new anchor day moves them, in this transaction.
         if changed:
-            quota_store.follow_anchor_day(conn, tenant_id)
+            quota_limits.follow_anchor_day(conn, tenant_id)
     commitment = contract.minimum_commitment
     typer.echo(
         f"{tenant_id}: {'contract from' if changed else 'unchanged, contract from'}"

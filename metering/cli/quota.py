@@ -22,7 +22,7 @@ from metering.cli import arguments as cli_input
 from metering.cli.billing import late_window, now
 from metering.cli.output import Format, render
 from metering.cli.support import FormatOption, database, fail
-from metering.store import billing, quota_store
+from metering.store import billing, quota_limits
 
 quota_app = typer.Typer(
     help="Quotas: limits that alert (soft) or block (hard). Effective within a second.",
@@ -65,7 +65,7 @@ def quota_set(
     new = Limit(limit_id_for(tenant, model, kind), tenant, model, kind, amount, hard, percents)
     with database() as conn:
         cli_input.known(conn, tenant=tenant, model=model)
-        status = quota_store.set_limit(conn, new)
+        status = quota_limits.set_limit(conn, new)
     window = "this minute" if kind.per_minute else "this billing period"
     typer.echo(
         f"limit {new.limit_id} set: {'hard' if hard else 'soft'} {new.amount};"
@@ -97,7 +97,7 @@ def quota_list(
     """List limits."""
     with database() as conn:
         cli_input.known(conn, tenant=tenant)
-        limits = quota_store.list_limits(conn, tenant)
+        limits = quota_limits.list_limits(conn, tenant)
     rows = [
         {
             "limit_id": x.limit_id,
@@ -124,7 +124,7 @@ def quota_remove(
     limit_id = limit_id_for(tenant, model, kind)
     with database() as conn:
         cli_input.known(conn, tenant=tenant, model=model)
-        removed = quota_store.remove_limit(conn, limit_id)
+        removed = quota_limits.remove_limit(conn, limit_id)
     if not removed:
         raise fail(f"no limit {limit_id}; see `metering quota list --tenant {tenant}`", code=1)
     typer.echo(f"limit {limit_id} removed")
@@ -164,7 +164,7 @@ def quota_spend(
     period = cli_input.optional_period(period)
     rows = []
     with database() as conn:
-        tenants = sorted({x.tenant_id for x in quota_store.list_limits(conn) if x.kind.is_spend})
+        tenants = sorted({x.tenant_id for x in quota_limits.list_limits(conn) if x.kind.is_spend})
         ctx = billing.BillingContext.load(conn, late_window())
         for tenant in tenants:
             chosen = ctx.period(tenant, period) if period else ctx.current_period(tenant, now())
@@ -175,7 +175,7 @@ def quota_spend(
                 lines, source = (), "closed, nothing billed"
             else:
                 lines, source = billing.compute_bill(conn, ctx, tenant, chosen).draft.lines, "draft"
-            estimated = quota_store.estimated_spend(conn, tenant, chosen.start)
+            estimated = quota_limits.estimated_spend(conn, tenant, chosen.start)
             billed = sum((x.amount for x in lines if x.kind == LineKind.USAGE), Decimal(0))
             rows.append(
                 {

@@ -221,7 +221,7 @@ def _advice(exc: BaseException) -> str:
 
 _USER_ERRORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metering.store.billing", ("BillingError",)),
-    ("metering.billing.price_book", ("PricingError",)),
+    ("metering.billing.prices", ("PricingError",)),
     ("metering.billing.invoicing", ("InvoiceError",)),
     ("metering.store.logins", ("LoginError",)),
 )
@@ -230,7 +230,7 @@ never imported cannot have been raised, so the CLI need not import it to recogni
 
 _ADVICE: tuple[tuple[str, str, str], ...] = (
     (
-        "metering.billing.price_book",
+        "metering.billing.prices",
         "NoPriceError",
         "import a price file that covers it (`metering prices import FILE`), or check the model",
     ),

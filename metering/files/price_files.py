@@ -45,7 +45,8 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from metering.billing.events import SERVICE_TIERS
-from metering.billing.price_book import PriceBook, PriceBookError, PriceEntry
+from metering.billing.price_book import PriceBook
+from metering.billing.prices import PriceBookError, PriceEntry
 from metering.billing.tokens import TOKEN_CLASSES
 from metering.config import RESOURCE_ROOT
 

@@ -45,7 +45,8 @@ from metering.billing.invoicing import (
     period_from_label,
     usage_totals,
 )
-from metering.billing.price_book import PriceBook, PriceBookError, PriceEntry, PricingError
+from metering.billing.price_book import PriceBook
+from metering.billing.prices import PriceBookError, PriceEntry, PricingError
 from metering.billing.tokens import TokenClass
 from metering.files.price_files import ImportPlan, Repricing, plan_import, repricings
 from metering.store.hourly import HourlyUsage

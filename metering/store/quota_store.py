@@ -1,4 +1,5 @@
-"""Quota limits, per-tenant quota state and the alert outbox in PostgreSQL.
+"""Per-tenant quota state and the alert outbox in PostgreSQL, as the worker's batches and
+re-evaluation change them; limits are set in ``metering.store.quota_limits``.
 
 The state of a tenant is written in the same transaction as the ledger rows that changed
 it, so a crash or a replay can neither lose nor double-count quota usage, and alerts are
@@ -6,8 +7,9 @@ inserted under their deterministic ``alert_id``: each is stored, and so publishe
 Publishing to Kafka happens after the commit; what was not yet published is swept up.
 
 **Seeding, and the race it must not lose.** A batch counts a tenant's usage toward its
-quota state only if the tenant has limits; ``set_limit`` counts the usage already in the
-ledger (``usage_hourly``) into the state in the transaction that stores the limit. A batch
+quota state only if the tenant has limits; ``quota_limits.set_limit`` counts the usage
+already in the ledger (``usage_hourly``) into the state in the transaction that stores the
+limit. A batch
 committing between that read and the limit's commit would be counted by neither, and one
 whose usage the read saw and that then found the limit, by both. So every batch holds its
 tenants' *quota locks* (shared; batches never wait for each other) from before it decides
@@ -27,32 +29,22 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
 import psycopg
-from psycopg.rows import class_row
 
 from metering.billing.events import UsageEvent
-from metering.billing.invoicing import anchor_day_of
 from metering.billing.quotas.answer import apply_usages, reevaluate
 from metering.billing.quotas.limits import Limit, LimitKind
 from metering.billing.quotas.state import (
     Alert,
-    LimitStatus,
-    PastUsage,
     QuotaSignal,
     QuotaUsage,
     TenantQuotaState,
-    counted_tokens,
     limit_statuses,
-    seed_periods,
-    seed_since,
 )
-from metering.billing.rating import estimate_at
-from metering.store.billing import contracts_of, load_price_book
-from metering.store.hourly import HOURLY_COLUMNS, HourlyUsage
 from metering.wire.quota_messages import (
     signal_from_json,
     signal_to_json,
@@ -61,13 +53,13 @@ from metering.wire.quota_messages import (
 )
 
 QUOTA_LOCKS: Final = 64
-_LOCK_SPACE: Final = 0x71756F74  # "quot": the first key of every quota advisory lock
-_HOLD_SHARED: Final = (
+LOCK_SPACE: Final = 0x71756F74  # "quot": the first key of every quota advisory lock
+HOLD_SHARED: Final = (
     "SELECT pg_advisory_xact_lock_shared(%(space)s, lock) FROM ("
     " SELECT DISTINCT (hashtextextended(t, 0) & %(mask)s)::int AS lock"
     " FROM unnest(%(tenants)s::text[]) AS t ORDER BY lock) AS locks"
 )
-_HOLD: Final = (
+HOLD: Final = (
     "SELECT pg_advisory_xact_lock(%(space)s, (hashtextextended(%(tenant)s, 0) & %(mask)s)::int)"
 )
 
@@ -87,140 +79,10 @@ class QuotaEffects:
         self.signals.extend(other.signals)
 
 
-# --- limits (the CLI) -------------------------------------------------------------------
+LIMIT_COLUMNS = "limit_id, tenant_id, model, kind, amount, hard, thresholds"
 
 
-def set_limit(conn: psycopg.Connection, limit: Limit) -> LimitStatus:
-    """Creates or replaces a limit and counts the tenant's usage already in the ledger into
-    its quota state (see the module's docstring for why that is exact), in one transaction;
-    the worker evaluates it within a second (alerts, block or unblock). Returns the limit's
-    status as seeded."""
-    now = datetime.now(UTC)
-    with conn.transaction():
-        _hold_tenant(conn, limit.tenant_id)
-        conn.execute(
-            "INSERT INTO quota_limits"
-            " (limit_id, tenant_id, model, kind, amount, hard, thresholds)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (limit_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id,"
-            " model = EXCLUDED.model, kind = EXCLUDED.kind, amount = EXCLUDED.amount,"
-            " hard = EXCLUDED.hard, thresholds = EXCLUDED.thresholds, updated_at = now()",
-            (
-                limit.limit_id,
-                limit.tenant_id,
-                limit.model,
-                limit.kind.value,
-                limit.amount,
-                limit.hard,
-                list(limit.thresholds),
-            ),
-        )
-        state = _locked_state(conn, limit.tenant_id) or TenantQuotaState(limit.tenant_id)
-        state, limits = _seed(conn, state, now)
-    [status] = [
-        s
-        for s in limit_statuses(state, limits, now, state.period_of)
-        if s.limit.limit_id == limit.limit_id
-    ]
-    return status
-
-
-def follow_anchor_day(conn: psycopg.Connection, tenant_id: str) -> bool:
-    """After a contract change: if the tenant's quota periods no longer start on its billing
-    anchor day, counts them afresh from the ledger on the new periods (in the caller's
-    transaction). Returns whether it did."""
-    _hold_tenant(conn, tenant_id)
-    state = _locked_state(conn, tenant_id)
-    if state is None or state.anchor_day == anchor_day_of(contracts_of(conn, tenant_id)):
-        return False
-    _seed(conn, state, datetime.now(UTC))
-    return True
-
-
-def remove_limit(conn: psycopg.Connection, limit_id: str) -> bool:
-    row = conn.execute(
-        "DELETE FROM quota_limits WHERE limit_id = %s RETURNING tenant_id", (limit_id,)
-    ).fetchone()
-    if row is None:
-        return False
-    _reevaluate_soon(conn, row[0])
-    return True
-
-
-def list_limits(conn: psycopg.Connection, tenant_id: str | None = None) -> list[Limit]:
-    rows = conn.execute(
-        f"SELECT {_LIMIT_COLUMNS} FROM quota_limits"
-        " WHERE %s::text IS NULL OR tenant_id = %s ORDER BY tenant_id, kind, model, limit_id",
-        (tenant_id, tenant_id),
-    ).fetchall()
-    return [_limit(row) for row in rows]
-
-
-def _reevaluate_soon(conn: psycopg.Connection, tenant_id: str) -> None:
-    conn.execute("UPDATE quota_state SET reevaluate_at = now() WHERE tenant_id = %s", (tenant_id,))
-
-
-def _hold_tenant(conn: psycopg.Connection, tenant_id: str) -> None:
-    """Waits for the batches in flight that carry the tenant's usage, and keeps new ones
-    from counting it, until the transaction ends."""
-    conn.execute(_HOLD, {"space": _LOCK_SPACE, "tenant": tenant_id, "mask": QUOTA_LOCKS - 1})
-
-
-def _locked_state(conn: psycopg.Connection, tenant_id: str) -> TenantQuotaState | None:
-    row = conn.execute(
-        "SELECT state::text FROM quota_state WHERE tenant_id = %s FOR UPDATE", (tenant_id,)
-    ).fetchone()
-    return None if row is None else state_from_json(row[0])
-
-
-def _seed(
-    conn: psycopg.Connection, state: TenantQuotaState, now: datetime
-) -> tuple[TenantQuotaState, list[Limit]]:
-    """Counts the retained periods from ``usage_hourly`` on the tenant's billing periods,
-    stores the state and asks the worker to evaluate it now. Needs the tenant's lock."""
-    tenant_id = state.tenant_id
-    anchor_day = anchor_day_of(contracts_of(conn, tenant_id))
-    limits = list_limits(conn, tenant_id)
-    past = _past_usage(conn, tenant_id, seed_since(now, anchor_day))
-    seeded = seed_periods(state, limits, past, now, anchor_day)
-    conn.execute(
-        "INSERT INTO quota_state (tenant_id, state, revision, reevaluate_at, updated_at)"
-        " VALUES (%(t)s, %(s)s::jsonb, %(r)s, now(), clock_timestamp())"
-        " ON CONFLICT (tenant_id) DO UPDATE SET state = EXCLUDED.state,"
-        " revision = EXCLUDED.revision, reevaluate_at = now(), updated_at = clock_timestamp()",
-        {"t": tenant_id, "s": state_to_json(seeded).decode(), "r": seeded.revision},
-    )
-    return seeded, limits
-
-
-def _past_usage(conn: psycopg.Connection, tenant_id: str, since: datetime) -> list[PastUsage]:
-    """The tenant's hours since ``since``, each estimated like the stream estimates an event
-    (list prices in effect at the hour's start; 0 where there is no price)."""
-    book = load_price_book(conn)
-    with conn.cursor(row_factory=class_row(HourlyUsage)) as cur:
-        rows = cur.execute(
-            f"SELECT {', '.join(HOURLY_COLUMNS)} FROM usage_hourly"
-            " WHERE tenant_id = %s AND hour >= %s",
-            (tenant_id, since),
-        ).fetchall()
-    return [
-        PastUsage(
-            row.hour,
-            row.model,
-            counted_tokens(row.input_tokens, row.output_tokens),
-            estimate_at(
-                book, row, row.model, row.service_tier, row.hour, long_context=row.long_context
-            )
-            or Decimal(0),
-        )
-        for row in rows
-    ]
-
-
-_LIMIT_COLUMNS = "limit_id, tenant_id, model, kind, amount, hard, thresholds"
-
-
-def _limit(row: Sequence[object]) -> Limit:
+def limit_from_row(row: Sequence[object]) -> Limit:
     limit_id, tenant_id, model, kind, amount, hard, thresholds = row
     kind = LimitKind(kind)
     assert isinstance(amount, Decimal)
@@ -235,34 +97,18 @@ def _limit(row: Sequence[object]) -> Limit:
     )
 
 
-# --- the worker ---------------------------------------------------------------------------
-
-
-def estimated_spend(conn: psycopg.Connection, tenant_id: str, period_start: datetime) -> Decimal:
-    """What the stream estimated the tenant spent in the period (all models); 0 if nothing."""
-    row = conn.execute(
-        "SELECT state::text FROM quota_state WHERE tenant_id = %s", (tenant_id,)
-    ).fetchone()
-    if row is None:
-        return Decimal(0)
-    window = state_from_json(row[0]).periods.get(period_start)
-    if window is None:
-        return Decimal(0)
-    return sum((usage.spend for usage in window.usage.values()), Decimal(0))
-
-
 async def load_limits(
     conn: psycopg.AsyncConnection, tenants: Sequence[str] | None = None
 ) -> dict[str, tuple[Limit, ...]]:
     """Limits per tenant: of all tenants, or of ``tenants``."""
     cursor = await conn.execute(
-        f"SELECT {_LIMIT_COLUMNS} FROM quota_limits"
+        f"SELECT {LIMIT_COLUMNS} FROM quota_limits"
         " WHERE %(t)s::text[] IS NULL OR tenant_id = ANY(%(t)s::text[])",
         {"t": None if tenants is None else list(tenants)},
     )
     by_tenant: dict[str, list[Limit]] = defaultdict(list)
     for row in await cursor.fetchall():
-        limit = _limit(row)
+        limit = limit_from_row(row)
         by_tenant[limit.tenant_id].append(limit)
     return {tenant: tuple(limits) for tenant, limits in by_tenant.items()}
 
@@ -280,7 +126,7 @@ async def apply(
     if not tenants:
         return QuotaEffects()
     await conn.execute(
-        _HOLD_SHARED, {"space": _LOCK_SPACE, "tenants": tenants, "mask": QUOTA_LOCKS - 1}
+        HOLD_SHARED, {"space": LOCK_SPACE, "tenants": tenants, "mask": QUOTA_LOCKS - 1}
     )
     limits = await load_limits(conn, tenants)
     if not limits:

@@ -26,7 +26,7 @@ from aiokafka.structs import ConsumerRecord
 from conftest import WorkerProcess
 
 from metering.billing.events import SERVICE_TIERS
-from metering.billing.price_book import PriceEntry
+from metering.billing.prices import PriceEntry
 from metering.billing.tokens import TokenClass
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import LIST_PRICES, load_price_file

@@ -28,7 +28,8 @@ from metering.billing.invoicing import (
     period_from_label,
     round_money,
 )
-from metering.billing.price_book import CurrencyMismatchError, PriceBook, PriceEntry
+from metering.billing.price_book import PriceBook
+from metering.billing.prices import CurrencyMismatchError, PriceEntry
 from metering.billing.tokens import TokenClass
 
 SINCE = datetime(2025, 1, 1, tzinfo=UTC)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from metering.billing.events import SERVICE_TIERS
-from metering.billing.price_book import PriceBook, PriceEntry
+from metering.billing.price_book import PriceBook
+from metering.billing.prices import PriceEntry
 from metering.billing.tokens import TokenClass
 from metering.config import PROJECT_ROOT
 from metering.files.price_files import (

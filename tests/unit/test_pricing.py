@@ -10,11 +10,11 @@ from decimal import Decimal
 import pytest
 
 from metering.billing.events import Rejection, UsageEvent
-from metering.billing.price_book import (
+from metering.billing.price_book import PriceBook
+from metering.billing.prices import (
     Band,
     CurrencyMismatchError,
     NoPriceError,
-    PriceBook,
     PriceBookError,
     PriceEntry,
 )
