@@ -172,6 +172,10 @@ def _timeline(
     return Timeline(starts, prices)
 
 
+_Group = tuple[TokenClass, bool]
+"""A token class, and whether its entries are long-context prices."""
+
+
 def _prices_at(
     model: str,
     service_tier: str,
@@ -182,63 +186,95 @@ def _prices_at(
 ) -> ModelPrices | None:
     """Validate and assemble the prices in effect from ``start``: each (class, long-context?)
     comes wholly from the overrides when they price it, else from the list."""
-    chosen: dict[tuple[TokenClass, bool], list[PriceEntry]] = {}
-    for entry in active:
-        chosen.setdefault((entry.token_class, entry.long_context_above is not None), []).append(
-            entry
-        )
-    replaced: dict[tuple[TokenClass, bool], list[PriceEntry]] = {}
-    for entry in replacing:
-        replaced.setdefault((entry.token_class, entry.long_context_above is not None), []).append(
-            entry
-        )
-    chosen.update(replaced)
+    chosen = {**_grouped(active), **_grouped(replacing)}
     if not chosen:
         return None
     when = f"from {rfc3339(start, to_seconds=True)}"
     everything = [e for group in chosen.values() for e in group]
+    currency = _one_currency(model, service_tier, everything, when)
+    schedules: dict[TokenClass, tuple[Band, ...]] = {}
+    long_context_prices: dict[TokenClass, Decimal] = {}
+    thresholds: dict[int, PriceEntry] = {}
+    for (token_class, long_context), group in chosen.items():
+        by_bound = _by_bound(group, when)
+        if long_context:
+            (entry,) = group  # long-context prices have no bands, so one bound: None
+            thresholds.setdefault(entry.long_context_above or 0, entry)
+            long_context_prices[token_class] = entry.price_per_million
+        else:
+            schedules[token_class] = _schedule(model, service_tier, token_class, by_bound, when)
+    _check_threshold(model, service_tier, thresholds, when)
+    _check_complete(model, service_tier, chosen, schedules, everything[0], when)
+    return ModelPrices(
+        model=model,
+        service_tier=service_tier,
+        currency=currency,
+        valid_from=start,
+        valid_to=end,
+        schedules=MappingProxyType(schedules),
+        long_context_above=next(iter(thresholds), None),
+        long_context_prices=MappingProxyType(long_context_prices),
+    )
 
-    currencies = sorted({e.currency for e in everything})
+
+def _grouped(entries: list[PriceEntry]) -> dict[_Group, list[PriceEntry]]:
+    groups: dict[_Group, list[PriceEntry]] = {}
+    for entry in entries:
+        groups.setdefault((entry.token_class, entry.long_context_above is not None), []).append(
+            entry
+        )
+    return groups
+
+
+def _one_currency(model: str, service_tier: str, entries: list[PriceEntry], when: str) -> str:
+    currencies = sorted({e.currency for e in entries})
     if len(currencies) > 1:
-        first = next(e for e in everything if e.currency == currencies[0])
-        other = next(e for e in everything if e.currency == currencies[1])
+        first = next(e for e in entries if e.currency == currencies[0])
+        other = next(e for e in entries if e.currency == currencies[1])
         raise PriceBookError(
             f"{_where(other)}: {model} {service_tier} is priced in both {currencies[0]}"
             f" ({_where(first)}) and {currencies[1]} {when}; one model and service tier take"
             " one currency at a time (there is no FX conversion)"
         )
+    return currencies[0]
 
-    schedules: dict[TokenClass, tuple[Band, ...]] = {}
-    long_context_prices: dict[TokenClass, Decimal] = {}
-    thresholds: dict[int, PriceEntry] = {}
-    for (token_class, long_context), group in chosen.items():
-        by_bound: dict[int | None, PriceEntry] = {}
-        for entry in group:
-            earlier = by_bound.get(entry.tier_up_to)
-            if earlier is not None:
-                raise PriceBookError(
-                    f"{_where(entry)}: {entry.describe()} overlaps {_where(earlier)} {when}:"
-                    " end the earlier price with effective_to, or remove one of them"
-                )
-            by_bound[entry.tier_up_to] = entry
-        if long_context:
-            (entry,) = group  # long-context prices have no bands, so one bound: None
-            thresholds.setdefault(entry.long_context_above or 0, entry)
-            long_context_prices[token_class] = entry.price_per_million
-            continue
-        top = by_bound.get(None)
-        if top is None:
-            highest = max(group, key=lambda e: e.tier_up_to or 0)
+
+def _by_bound(group: list[PriceEntry], when: str) -> dict[int | None, PriceEntry]:
+    """The entries of one class by their band's bound; two with the same bound overlap."""
+    by_bound: dict[int | None, PriceEntry] = {}
+    for entry in group:
+        earlier = by_bound.get(entry.tier_up_to)
+        if earlier is not None:
             raise PriceBookError(
-                f"{_where(highest)}: {model} {token_class.value} {service_tier} has bands up to"
-                f" {highest.tier_up_to:,} tokens {when} but no price above that: add a band"
-                " without tier_up_to for the rest"
+                f"{_where(entry)}: {entry.describe()} overlaps {_where(earlier)} {when}:"
+                " end the earlier price with effective_to, or remove one of them"
             )
-        bounded = sorted((e for e in group if e.tier_up_to is not None), key=_bound)
-        schedules[token_class] = tuple(
-            Band(e.tier_up_to, e.price_per_million) for e in (*bounded, top)
-        )
+        by_bound[entry.tier_up_to] = entry
+    return by_bound
 
+
+def _schedule(
+    model: str,
+    service_tier: str,
+    token_class: TokenClass,
+    by_bound: dict[int | None, PriceEntry],
+    when: str,
+) -> tuple[Band, ...]:
+    top = by_bound.get(None)
+    if top is None:
+        highest = max(by_bound.values(), key=_bound)
+        raise PriceBookError(
+            f"{_where(highest)}: {model} {token_class.value} {service_tier} has bands up to"
+            f" {highest.tier_up_to:,} tokens {when} but no price above that: add a band"
+            " without tier_up_to for the rest"
+        )
+    bounded = sorted((e for e in by_bound.values() if e.tier_up_to is not None), key=_bound)
+    return tuple(Band(e.tier_up_to, e.price_per_million) for e in (*bounded, top))
+
+
+def _check_threshold(
+    model: str, service_tier: str, thresholds: dict[int, PriceEntry], when: str
+) -> None:
     if len(thresholds) > 1:
         (a, first), (b, second) = sorted(thresholds.items())[:2]
         raise PriceBookError(
@@ -246,32 +282,32 @@ def _prices_at(
             f" ({_where(first)}) and {b:,} {when}; one model and service tier take one"
             " threshold at a time"
         )
+
+
+def _check_complete(
+    model: str,
+    service_tier: str,
+    chosen: dict[_Group, list[PriceEntry]],
+    schedules: dict[TokenClass, tuple[Band, ...]],
+    some: PriceEntry,
+    when: str,
+) -> None:
+    """Input and output are priced, and every long-context price has a normal one."""
     for required in (TokenClass.INPUT, TokenClass.OUTPUT):
         if required not in schedules:
-            some = everything[0]
             raise PriceBookError(
                 f"{_where(some)}: {model} {service_tier} has no {required.value} price {when}:"
                 " every priced model needs input and output prices (cached input, cache"
                 " writes and reasoning may be left out; they are then billed as input or"
                 " output, and 1-hour cache writes as cache writes)"
             )
-    for token_class in long_context_prices:
-        if token_class not in schedules:
+    for token_class, long_context in chosen:
+        if long_context and token_class not in schedules:
             entry = chosen[(token_class, True)][0]
             raise PriceBookError(
                 f"{_where(entry)}: {entry.describe()} has a long-context price but no normal"
                 f" price {when}: add the normal {token_class.value} price too"
             )
-    return ModelPrices(
-        model=model,
-        service_tier=service_tier,
-        currency=currencies[0],
-        valid_from=start,
-        valid_to=end,
-        schedules=MappingProxyType(schedules),
-        long_context_above=next(iter(thresholds), None),
-        long_context_prices=MappingProxyType(long_context_prices),
-    )
 
 
 def _bound(entry: PriceEntry) -> int:

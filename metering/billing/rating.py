@@ -113,6 +113,17 @@ def rate(book: PriceBook, usage: Iterable[RatableUsage], currency: str) -> tuple
     Charges come ordered by model, class, service tier, long-context, band, then the time
     their price took effect. Raises ``NoPriceError`` and ``CurrencyMismatchError``.
     """
+    charges = _Charges()
+    banded = _rate_summed(book, usage, currency, charges)
+    _rate_in_order(book, banded, currency, charges)
+    return charges.result()
+
+
+def _rate_summed(
+    book: PriceBook, usage: Iterable[RatableUsage], currency: str, charges: _Charges
+) -> list[RatableUsage]:
+    """Charges the rows of models without bands, summed per price segment first; returns the
+    other rows, which ``_rate_in_order`` charges in band order."""
     timelines = book.timelines
     tiered = book.tiered_models
     # Keyed by the identity of the (immutable, shared) ModelPrices: hashing it by value per row
@@ -144,8 +155,6 @@ def rate(book: PriceBook, usage: Iterable[RatableUsage], currency: str) -> tuple
             counts[3] += row.output_tokens
             counts[4] += row.reasoning_tokens
             counts[5] += row.cache_write_1h_tokens
-
-    charges = _Charges()
     # Earliest prices first, so that each line's first price segment is the one it meets first.
     for (model, service_tier, long_context, prices_id), counts in sorted(
         sums.items(), key=lambda item: segment[item[0][3]].valid_from
@@ -157,7 +166,14 @@ def rate(book: PriceBook, usage: Iterable[RatableUsage], currency: str) -> tuple
                 _check_count(prices, token_class, tokens)
                 continue
             charges.add_at(prices, model, token_class, service_tier, long_context, 0, tokens)
+    return ordered
 
+
+def _rate_in_order(
+    book: PriceBook, ordered: list[RatableUsage], currency: str, charges: _Charges
+) -> None:
+    """Charges rows one by one in the order their tokens fill the period's bands."""
+    timelines = book.timelines
     ordered.sort(key=lambda r: (r.hour, TIER_RANK.get(r.service_tier, 99), r.long_context))
     volume: dict[tuple[str, TokenClass], int] = {}
     for row in ordered:
@@ -179,7 +195,6 @@ def rate(book: PriceBook, usage: Iterable[RatableUsage], currency: str) -> tuple
             position = volume.get((model, token_class), 0)
             volume[(model, token_class)] = position + tokens
             charges.add_at(prices, model, token_class, service_tier, long_context, position, tokens)
-    return charges.result()
 
 
 def split_into_bands(
