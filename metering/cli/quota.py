@@ -18,6 +18,7 @@ from metering.billing.quotas.limits import (
     limit_amount,
     limit_thresholds,
 )
+from metering.billing.utc import rfc3339
 from metering.cli import arguments as cli_input
 from metering.cli.billing import late_window, now
 from metering.cli.output import Format, render
@@ -69,7 +70,7 @@ def quota_set(
     window = "this minute" if kind.per_minute else "this billing period"
     typer.echo(
         f"limit {new.limit_id} set: {'hard' if hard else 'soft'} {new.amount};"
-        f" {status.used} used {window} (until {status.resets_at.isoformat()}),"
+        f" {status.used} used {window} (until {rfc3339(status.resets_at)}),"
         f" {status.status.value}"
     )
 

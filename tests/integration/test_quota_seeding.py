@@ -19,6 +19,7 @@ from ingest_helpers import event, message, metering, produce, seed_catalog, wait
 from test_quota_enforcement import ask, eventually, read_topic
 
 from metering.billing.invoicing import BillingPeriod, period_for
+from metering.billing.utc import rfc3339
 from metering.config import Settings
 from metering.wire.quota_messages import state_from_json
 
@@ -254,7 +255,7 @@ def test_quota_periods_are_the_billing_periods_of_the_tenants_anchor_day(
 
     assert eventually(lambda: limit_answer(settings, LIMIT_ID).get("used") == 110_000)
     limit = limit_answer(settings, LIMIT_ID)
-    assert limit["resets_at"] == period.end.isoformat().replace("+00:00", "Z")
+    assert limit["resets_at"] == rfc3339(period.end)
     report = metering(settings, "quota", "spend", "--format", "json")
     assert report.returncode == 0, report.stderr
     [row] = orjson.loads(report.stdout)
@@ -279,6 +280,6 @@ def test_a_new_anchor_day_moves_the_quota_periods_of_a_tenant_with_limits(
     anchored = metering(settings, "tenants", "set", TENANT, "--anchor-day", "15")
     assert anchored.returncode == 0, anchored.stderr
 
-    end = period.end.isoformat().replace("+00:00", "Z")
+    end = rfc3339(period.end)
     assert eventually(lambda: limit_answer(settings, LIMIT_ID).get("resets_at") == end)
     assert limit_answer(settings, LIMIT_ID)["used"] == 110_000

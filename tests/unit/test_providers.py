@@ -1,5 +1,5 @@
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -20,11 +20,13 @@ from openai.types.completion_usage import CompletionTokensDetails, PromptTokensD
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from xai_sdk.proto import chat_pb2, usage_pb2
 
+from metering.billing.events import Catalog, event_to_json, parse_event
 from metering.billing.price_book import PriceBook
 from metering.billing.rating import estimate_cost
 from metering.billing.tokens import Usage
 from metering.config import PROJECT_ROOT
 from metering.files.price_files import load_price_file
+from metering.produce.producer import usage_event
 from metering.produce.providers import (
     from_anthropic,
     from_anthropic_stream,
@@ -613,3 +615,40 @@ def test_one_hour_cache_writes_above_the_cache_writes_are_rejected():
 
 def test_usage_serialises_one_hour_cache_writes_when_there_are_some():
     assert Usage(100, 50, 0, 10, 0, 4).as_dict()["cache_write_1h_tokens"] == 4
+
+
+# --- the producer ---------------------------------------------------------------------------
+
+
+def test_the_producer_sends_what_ingest_reads_back_as_the_same_event():
+    """The producer writes an event with the domain's one writer of v1 JSON, so ingest parses
+    the bytes a serving layer sends to an equal event, fingerprint included."""
+    sent = usage_event(
+        tenant_id="acme",
+        model="claude-sonnet-4",
+        usage=from_anthropic(
+            {
+                "input_tokens": 50,
+                "output_tokens": 100,
+                "cache_creation_input_tokens": 10_000,
+                "cache_creation": {"ephemeral_1h_input_tokens": 6000},
+            }
+        ),
+        occurred_at=datetime(2026, 11, 25, 11, 30, 0, 250_000, tzinfo=timezone(timedelta(hours=2))),
+        request_id="req_1",
+        attributes={"team": "search"},
+    )
+    catalog = Catalog(tenants=frozenset({"acme"}), models=frozenset({"claude-sonnet-4"}))
+    received = parse_event(event_to_json(sent), catalog=catalog, now=NOW)
+    assert received == sent
+    assert received.fingerprint == sent.fingerprint
+    assert b'"occurred_at":"2026-11-25T09:30:00.250000Z"' in event_to_json(sent)
+
+
+def test_the_producer_refuses_counts_that_no_event_may_carry():
+    with pytest.raises(ValueError, match="exceed output_tokens"):
+        usage_event(
+            tenant_id="acme",
+            model="gpt-4.1",
+            usage={"input_tokens": 1, "output_tokens": 5, "reasoning_tokens": 6},
+        )
