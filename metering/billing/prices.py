@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Final, NoReturn
 
 from metering.billing.events import MODEL_MAX_CHARS, SERVICE_TIERS
-from metering.billing.tokens import PART_OF, TOKEN_CLASSES, TokenClass, TokenCounts
+from metering.billing.tokens import PART_OF, TOKEN_CLASSES, TokenClass, TokenCounts, counts_of
 from metering.billing.utc import rfc3339
 
 _CURRENCY_SHAPE: Final = re.compile(r"[A-Z]{3}")
@@ -205,16 +205,7 @@ class ModelPrices:
 
     def quantities(self, counts: TokenCounts) -> dict[TokenClass, int]:
         """The billable tokens per class of these counts under these prices."""
-        return dict(
-            self.split(
-                counts.input_tokens,
-                counts.cached_input_tokens,
-                counts.cache_write_tokens,
-                counts.output_tokens,
-                counts.reasoning_tokens,
-                counts.cache_write_1h_tokens,
-            )
-        )
+        return dict(self.split(*counts_of(counts)))
 
     def split(
         self,
@@ -225,7 +216,8 @@ class ModelPrices:
         reasoning: int,
         cache_write_1h: int,
     ) -> list[tuple[TokenClass, int]]:
-        """The six raw counts as billable ``(class, tokens)``. It is linear in the counts,
+        """The six raw counts (in ``TOKEN_COUNTS`` order) as billable ``(class, tokens)``. It
+        is linear in the counts,
         so the sum of rows can be split instead of each row."""
         own = self.schedules
         uncached = input_tokens

@@ -9,9 +9,10 @@ have no price either), reasoning as output.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Final, Protocol
 
@@ -68,6 +69,9 @@ TOKEN_COUNTS: Final[tuple[str, ...]] = tuple(
 """The names of the six counts, in the ledger's order: ``input_tokens``, ...,
 ``cache_write_1h_tokens``."""
 
+counts_of: Final[Callable[[TokenCounts], tuple[int, ...]]] = attrgetter(*TOKEN_COUNTS)
+"""The six counts of anything of ``TokenCounts``' shape, in ``TOKEN_COUNTS`` order."""
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -88,8 +92,7 @@ class Usage:
     def checked(self) -> Usage:
         """This usage, if every count is a non-negative integer and each part fits in its
         whole; otherwise ``ValueError`` naming the counts that do not."""
-        for name in TOKEN_COUNTS:
-            value = getattr(self, name)
+        for name, value in zip(TOKEN_COUNTS, counts_of(self), strict=True):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
@@ -111,13 +114,14 @@ class Usage:
         return self
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in TOKEN_COUNTS})
+        sums = map(sum, zip(counts_of(self), counts_of(other), strict=True))
+        return Usage(**dict(zip(TOKEN_COUNTS, sums, strict=True)))
 
     def as_dict(self) -> dict[str, int]:
         """The event's ``usage`` object. ``cache_write_1h_tokens`` came after the first events
         were stored, so it is there only when it is not 0: every event sent before it keeps
         its canonical JSON, and so its fingerprint."""
-        counts = {name: getattr(self, name) for name in TOKEN_COUNTS}
+        counts = dict(zip(TOKEN_COUNTS, counts_of(self), strict=True))
         if not self.cache_write_1h_tokens:
             del counts["cache_write_1h_tokens"]
         return counts

@@ -38,7 +38,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 
 from metering.billing.events import UsageEvent, event_to_json
-from metering.billing.tokens import TOKEN_COUNTS, Usage
+from metering.billing.tokens import TOKEN_COUNTS, Usage, counts_of
 from metering.produce.producer import usage_event
 
 Kind = Literal["valid", "duplicate", "invalid", "late"]
@@ -262,7 +262,7 @@ def _add(sums: dict[tuple[str, str], tuple[int, Usage]], event: UsageEvent) -> N
 
 
 def _totals(events: int, usage: Usage) -> UsageTotals:
-    return UsageTotals(events=events, **{name: getattr(usage, name) for name in TOKEN_COUNTS})
+    return UsageTotals(events=events, **dict(zip(TOKEN_COUNTS, counts_of(usage), strict=True)))
 
 
 class _EventSampler:
