@@ -25,7 +25,7 @@ from faust.web import Request, Response, View
 from mode import Service
 
 from metering.billing.events import UsageEvent
-from metering.billing.invoicing import billing_period_of
+from metering.billing.periods import billing_period_of
 from metering.billing.pricing import PriceBook, estimate_at
 from metering.billing.quotas import (
     Limit,
@@ -38,7 +38,7 @@ from metering.billing.quotas import (
 )
 from metering.config import Settings
 from metering.store import quota_store
-from metering.store.billing import load_price_book
+from metering.store.billing.prices import load_price_book
 from metering.store.connection import Reconnecting
 from metering.store.quota_store import QuotaEffects
 

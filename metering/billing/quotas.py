@@ -30,7 +30,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from metering.billing.events import UsageEvent
-from metering.billing.invoicing import billing_period_of
+from metering.billing.periods import billing_period_of
 
 Amount = int | Decimal
 """Tokens are ``int``; money is ``Decimal``, in the currency of the price book."""

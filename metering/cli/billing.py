@@ -20,8 +20,10 @@ import typer
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from metering.billing.contracts import contract_history
 from metering.billing.events import SERVICE_TIERS
-from metering.billing.invoicing import CURRENCY_MINOR_UNITS, FinalizedInvoice, InvoiceLine
+from metering.billing.invoices import FinalizedInvoice, InvoiceLine
+from metering.billing.money import CURRENCY_MINOR_UNITS
 from metering.billing.pricing import TOKEN_CLASSES, PriceEntry, TokenClass
 from metering.cli import arguments as cli_input
 from metering.cli.output import Format, progress, render
@@ -36,7 +38,15 @@ from metering.files.invoice_export import (
     summary_name,
 )
 from metering.files.price_files import PriceFileError, load_price_file
-from metering.store import billing, catalog, quota_store
+from metering.store import catalog, quota_store
+from metering.store.billing.bills import compute_bill
+from metering.store.billing.close import Outcome, close_period
+from metering.store.billing.context import BillingContext
+from metering.store.billing.contracts import contracts_of, set_contract
+from metering.store.billing.invoices import closed_invoice_for, finalized_invoices
+from metering.store.billing.overrides import Bands, set_override
+from metering.store.billing.price_imports import Correction, PriceImport, import_prices
+from metering.store.billing.prices import load_price_book, overrides_of
 
 
 class BillingSettings(BaseSettings):
@@ -127,7 +137,7 @@ def prices_import(
         raise typer.Exit(2) from None
     with database(autocommit=True) as conn:
         known_models = {m.model_id for m in catalog.list_models(conn)}
-        result = billing.import_prices(
+        result = import_prices(
             conn,
             entries,
             replace_changed=replace,
@@ -177,7 +187,7 @@ def _warn_unknown_models(
 
 
 def _show_dry_run(
-    file: Path, result: billing.PriceImport, *, replace: bool, correct_invoiced: bool
+    file: Path, result: PriceImport, *, replace: bool, correct_invoiced: bool
 ) -> None:
     typer.echo(
         f"{file} (dry run, nothing stored): would add {result.added} prices, replace"
@@ -208,7 +218,7 @@ def _show_dry_run(
         typer.echo(f"to import it, pass {' and '.join(needs)}")
 
 
-def _show_corrections(corrections: tuple[billing.Correction, ...], verb: str) -> None:
+def _show_corrections(corrections: tuple[Correction, ...], verb: str) -> None:
     """The closed periods a correction re-rates: what each tenant's next invoice adds.
     ``verb`` is ``will`` or ``would`` (a dry run)."""
     typer.echo(
@@ -245,7 +255,7 @@ def prices_list(
     moment = cli_input.moment(at, "--at") if at is not None else now()
     with database(autocommit=True) as conn:
         cli_input.known(conn, model=model)
-        book = billing.load_price_book(conn)
+        book = load_price_book(conn)
     rows = [
         {
             "model": e.model,
@@ -323,7 +333,7 @@ def tenants_set(
     )
     with database(autocommit=True) as conn, conn.transaction():
         cli_input.known_tenant(conn, tenant_id)
-        contract, changed = billing.set_contract(conn, tenant_id, start, **changes)
+        contract, changed = set_contract(conn, tenant_id, start, **changes)
         # Quota periods are billing periods: a new anchor day moves them, in this transaction.
         if changed:
             quota_store.follow_anchor_day(conn, tenant_id)
@@ -347,8 +357,8 @@ def tenants_contract(
     """
     with database(autocommit=True) as conn:
         cli_input.known_tenant(conn, tenant_id)
-        history = billing.contract_history(tenant_id, billing.contracts_of(conn, tenant_id))
-        overrides = billing.overrides_of(conn, tenant_id).get(tenant_id, [])
+        history = contract_history(tenant_id, contracts_of(conn, tenant_id))
+        overrides = overrides_of(conn, tenant_id).get(tenant_id, [])
     contracts = [
         {
             "effective_from": c.effective_from,
@@ -422,10 +432,10 @@ def tenants_override(
         effective_from, effective_to, "--effective-from", "--effective-to"
     )
     start = start or hour
-    bands = None if price.strip().lower() == "list" else billing.Bands.parse(price)
+    bands = None if price.strip().lower() == "list" else Bands.parse(price)
     with database(autocommit=True) as conn:
         cli_input.known(conn, tenant=tenant_id, model=model)
-        written = billing.set_override(
+        written = set_override(
             conn,
             tenant_id,
             model=model,
@@ -496,18 +506,18 @@ def invoices_preview(
     period = cli_input.optional_period(period)
     with database(autocommit=True) as conn:
         cli_input.known_tenant(conn, tenant)
-        ctx = billing.BillingContext.load(conn, late_window(), tenant)
+        ctx = BillingContext.load(conn, late_window(), tenant)
         chosen = (
             ctx.period(tenant, period) if period is not None else ctx.current_period(tenant, now())
         )
-        closed, invoice = billing.closed_invoice_for(conn, tenant, chosen)
+        closed, invoice = closed_invoice_for(conn, tenant, chosen)
         if invoice is not None:
             _show_finalized(invoice, fmt)
             return
         if closed:
             typer.echo(f"{tenant}: period {chosen.label} is closed with nothing billed")
             return
-        bill = billing.compute_bill(conn, ctx, tenant, chosen)
+        bill = compute_bill(conn, ctx, tenant, chosen)
     draft = bill.draft
     header = {
         "invoice_number": None,
@@ -550,7 +560,7 @@ def invoices_close(
         progress(f"closing {label}: tenants") as advance,
     ):
         cli_input.known(conn, tenant=tenant)
-        results = billing.close_period(
+        results = close_period(
             conn,
             label,
             now=now(),
@@ -566,8 +576,7 @@ def invoices_close(
     shown = [
         asdict(r)
         for r in results
-        if fmt is not Format.table
-        or r.outcome in (billing.Outcome.INVOICED, billing.Outcome.FAILED)
+        if fmt is not Format.table or r.outcome in (Outcome.INVOICED, Outcome.FAILED)
     ]
     columns = [
         "tenant_id",
@@ -583,12 +592,12 @@ def invoices_close(
         typer.echo(render(shown, columns, fmt))
     summary = ", ".join(f"{count:,} {outcome}" for outcome, count in sorted(counts.items()))
     typer.echo(f"{label}: {summary or 'no tenants'} in {time.monotonic() - started:.1f}s", err=True)
-    if counts.get(billing.Outcome.NOT_DUE) and not any(
-        r.outcome in (billing.Outcome.INVOICED, billing.Outcome.NOTHING) for r in results
+    if counts.get(Outcome.NOT_DUE) and not any(
+        r.outcome in (Outcome.INVOICED, Outcome.NOTHING) for r in results
     ):
-        detail = next(r.detail for r in results if r.outcome == billing.Outcome.NOT_DUE)
+        detail = next(r.detail for r in results if r.outcome == Outcome.NOT_DUE)
         typer.echo(f"period {label} is not due yet: {detail}", err=True)
-    if counts.get(billing.Outcome.FAILED):
+    if counts.get(Outcome.FAILED):
         raise typer.Exit(1)
 
 
@@ -602,7 +611,7 @@ def invoices_list(
     period = cli_input.optional_period(period)
     with database(autocommit=True) as conn:
         cli_input.known(conn, tenant=tenant)
-        invoices = billing.finalized_invoices(conn, period_label=period, tenant_id=tenant)
+        invoices = finalized_invoices(conn, period_label=period, tenant_id=tenant)
     rows = [
         {
             "invoice_number": i.invoice_number,
@@ -628,7 +637,7 @@ def invoices_show(
 ) -> None:
     """Show one finalized invoice with its lines."""
     with database(autocommit=True) as conn:
-        found = billing.finalized_invoices(conn, invoice_number=number)
+        found = finalized_invoices(conn, invoice_number=number)
     if not found:
         raise fail(f"no invoice {number!r}: `metering invoices list` shows the numbers")
     _show_finalized(found[0], fmt)
@@ -676,7 +685,7 @@ def invoices_export(
     cli_input.output_directory(out)
     with database(autocommit=True) as conn:
         cli_input.known(conn, tenant=tenant)
-        invoices = billing.finalized_invoices(conn, period_label=label, tenant_id=tenant)
+        invoices = finalized_invoices(conn, period_label=label, tenant_id=tenant)
     started = time.monotonic()
     with progress(f"exporting {label}", len(invoices)) as advance:
         export_invoices(

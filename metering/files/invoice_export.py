@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import orjson
 
-from metering.billing.invoicing import FinalizedInvoice, InvoiceLine, Issuer, LineKind
+from metering.billing.invoices import FinalizedInvoice, InvoiceLine, Issuer, LineKind
 from metering.cli.output import csv_cell
 
 

@@ -24,7 +24,8 @@ from typing import Final
 from fontTools.ttLib import TTFont
 from fpdf import FPDF, FontFace
 
-from metering.billing.invoicing import FinalizedInvoice, InvoiceLine, Issuer, LineKind, minor_unit
+from metering.billing.invoices import FinalizedInvoice, InvoiceLine, Issuer, LineKind
+from metering.billing.money import minor_unit
 from metering.files.invoice_export import currency_totals, describe_line, usage_by_model
 
 FONT: Final = "sans"

@@ -34,8 +34,9 @@ from typing import Final, NamedTuple
 import psycopg
 from psycopg.rows import class_row
 
+from metering.billing.contracts import anchor_day_of
 from metering.billing.events import UsageEvent
-from metering.billing.invoicing import anchor_day_of, billing_period_of
+from metering.billing.periods import billing_period_of
 from metering.billing.pricing import estimate_at
 from metering.billing.quotas import (
     Alert,
@@ -57,7 +58,8 @@ from metering.billing.quotas import (
     state_from_json,
     state_to_json,
 )
-from metering.store.billing import contracts_of, load_price_book
+from metering.store.billing.contracts import contracts_of
+from metering.store.billing.prices import load_price_book
 
 QUOTA_LOCKS: Final = 64
 _LOCK_SPACE: Final = 0x71756F74  # "quot": the first key of every quota advisory lock

@@ -29,7 +29,11 @@ from pypdf import PdfReader
 from metering.billing.pricing import TokenClass
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import load_price_file
-from metering.store import billing, catalog, migrate
+from metering.store import catalog, migrate
+from metering.store.billing.close import TenantClose, close_period
+from metering.store.billing.contracts import set_contract
+from metering.store.billing.overrides import Bands, set_override
+from metering.store.billing.price_imports import import_prices
 
 PRICE_FILE = """\
 # Test prices, USD per 1M tokens.
@@ -162,20 +166,20 @@ def october(conn: psycopg.Connection, tmp_path: Path) -> psycopg.Connection:
     """
     catalog.add_tenants(conn, [catalog.TenantRow(t, t.title()) for t in TENANTS])
     catalog.add_models(conn, [catalog.ModelRow("sonnet", "anthropic", "Sonnet")])
-    billing.import_prices(conn, load_price_file(write_price_file(tmp_path)))
+    import_prices(conn, load_price_file(write_price_file(tmp_path)))
     since = datetime(2026, 1, 1, tzinfo=UTC)
-    billing.set_contract(conn, "globex", since, discount_percent=Decimal("10"))
-    billing.set_contract(
+    set_contract(conn, "globex", since, discount_percent=Decimal("10"))
+    set_contract(
         conn, "initech", since, discount_percent=Decimal("5"), minimum_commitment=Decimal("50.00")
     )
-    billing.set_contract(conn, "hooli", at(1, month=9), minimum_commitment=Decimal("20"))
-    billing.set_override(
+    set_contract(conn, "hooli", at(1, month=9), minimum_commitment=Decimal("20"))
+    set_override(
         conn,
         "wayne",
         model="sonnet",
         token_class=TokenClass.INPUT,
         service_tier="standard",
-        price=billing.Bands.parse("1.00"),
+        price=Bands.parse("1.00"),
         effective_from=at(1),
     )
 
@@ -332,10 +336,8 @@ def invoice_rows(conn: psycopg.Connection, period: datetime) -> dict[str, dict[s
     return result
 
 
-def close(
-    conn: psycopg.Connection, label: str, *, force: bool = False
-) -> list[billing.TenantClose]:
-    return billing.close_period(
+def close(conn: psycopg.Connection, label: str, *, force: bool = False) -> list[TenantClose]:
+    return close_period(
         conn,
         label,
         now=datetime.now(UTC),
@@ -638,7 +640,7 @@ def test_late_usage_becomes_an_adjustment_and_the_closed_invoice_never_changes(
     assert invoice_rows(october, OCT)["acme"]["total"] == Decimal("3.34")
 
     # the next close finds nothing more to adjust
-    billing.close_period(
+    close_period(
         october,
         "2026-12",
         now=datetime(2027, 1, 5, tzinfo=UTC),
@@ -654,7 +656,7 @@ def test_a_period_past_its_late_window_is_not_compared_again(
     close(october, "2026-10")
     # usage that ingest could not accept any more (older than its backdating window)
     add_usage(october, "acme", "tiered-70b", at(25, 3), input_tokens=100_000)
-    billing.close_period(
+    close_period(
         october,
         "2026-11",
         now=datetime.now(UTC),
@@ -927,7 +929,7 @@ def test_a_correction_is_billed_once_and_a_later_one_only_by_its_own_difference(
     assert len(november["wayne"]["lines"]) == 2
     assert marks(october) == written[:2], "the adjusted periods are no longer marked"
     ok(metering(settings, "prices", "import", str(fix), *flags))
-    billing.close_period(
+    close_period(
         october,
         "2026-12",
         now=at(5, month=1) + timedelta(days=365),
@@ -939,7 +941,7 @@ def test_a_correction_is_billed_once_and_a_later_one_only_by_its_own_difference(
     # output from Oct 15 is corrected once more, to 11.00: December adjusts 12.00 -> 11.00 only
     second = write_price_file(tmp_path, SONNET_UP.replace("output: 12.00", "output: 11.00"))
     ok(metering(settings, "prices", "import", str(second), *flags))
-    billing.close_period(
+    close_period(
         october,
         "2027-01",
         now=at(5, month=2) + timedelta(days=365),
@@ -963,7 +965,7 @@ def test_a_close_never_bills_with_prices_an_import_changed_meanwhile(
     importer = psycopg.connect(settings.psycopg_dsn)
     importer.execute("SELECT 1")  # a transaction is open: the import runs in it, uncommitted
     entries = load_price_file(write_price_file(tmp_path, SONNET_UP, "fix.yaml"))
-    billing.import_prices(importer, entries, replace_changed=True)  # October is not closed yet
+    import_prices(importer, entries, replace_changed=True)  # October is not closed yet
     with (
         psycopg.connect(settings.psycopg_dsn, autocommit=True) as closer,
         ThreadPoolExecutor(1) as pool,
@@ -1396,9 +1398,7 @@ def test_closing_a_month_of_1000_tenants_and_10_models(
             ]
         else:
             lines.append("    standard: {input: 1.00, cached_input: 0.25, output: 4.00}")
-    billing.import_prices(
-        conn, load_price_file(write_price_file(tmp_path, "\n".join(lines) + "\n"))
-    )
+    import_prices(conn, load_price_file(write_price_file(tmp_path, "\n".join(lines) + "\n")))
     conn.execute(
         "INSERT INTO tenants (tenant_id, display_name)"
         " SELECT 'tenant-' || lpad(n::text, 4, '0'), 'Tenant ' || n FROM generate_series(1, 1000) n"

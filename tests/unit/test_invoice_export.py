@@ -15,13 +15,8 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from metering.billing.invoicing import (
-    FinalizedInvoice,
-    InvoiceLine,
-    Issuer,
-    LineKind,
-    period_from_label,
-)
+from metering.billing.invoices import FinalizedInvoice, InvoiceLine, Issuer, LineKind
+from metering.billing.periods import period_from_label
 from metering.billing.pricing import TokenClass
 from metering.files.invoice_export import (
     ExportFormat,

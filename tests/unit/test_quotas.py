@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from metering.billing.events import Usage, UsageEvent
-from metering.billing.invoicing import billing_period_of
+from metering.billing.periods import billing_period_of
 from metering.billing.quotas import (
     MAX_TOKEN_LIMIT,
     Alert,
