@@ -7,36 +7,15 @@ adds up as printed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
-from types import MappingProxyType
 from typing import Final
 
+from metering.billing.currencies import CURRENCY_MINOR_UNITS
 from metering.billing.invoice_errors import InvoiceError
 from metering.billing.pricing import (
     EXACT,
 )
-
-CURRENCY_MINOR_UNITS: Final[Mapping[str, int]] = MappingProxyType(
-    {
-        "USD": 2,
-        "EUR": 2,
-        "GBP": 2,
-        "CHF": 2,
-        "CAD": 2,
-        "AUD": 2,
-        "SEK": 2,
-        "NOK": 2,
-        "DKK": 2,
-        "INR": 2,
-        "CNY": 2,
-        "SGD": 2,
-        "JPY": 0,
-        "KRW": 0,
-    }
-)
-"""Decimal places of each billing currency (ISO 4217). Add a currency here before billing
-in it."""
 
 MONEY: Final = Context(
     prec=100, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow]

@@ -16,9 +16,11 @@ from metering.billing.events import REASONS
 from metering.billing.periods import period_from_label
 from metering.cli import arguments as cli_input
 from metering.cli.bench import register as register_bench
-from metering.cli.billing import register as register_billing
+from metering.cli.contracts import register as register_contracts
+from metering.cli.invoices import register as register_invoices
 from metering.cli.logins import register as register_logins
 from metering.cli.output import Format, progress, render
+from metering.cli.prices import register as register_prices
 from metering.cli.quota import register as register_quota
 from metering.cli.support import (
     FormatOption,
@@ -422,6 +424,8 @@ register_quota(app)
 
 register_bench(app)
 
-register_billing(app, tenants_app)
+register_prices(app)
+register_invoices(app)
+register_contracts(tenants_app)
 
 register_logins(tenants_app)

@@ -19,7 +19,7 @@ from metering.billing.quotas import (
     limit_thresholds,
 )
 from metering.cli import arguments as cli_input
-from metering.cli.billing import late_window, now
+from metering.cli.billing_common import late_window, now
 from metering.cli.output import Format, render
 from metering.cli.support import FormatOption, database, fail
 from metering.store import quota_store

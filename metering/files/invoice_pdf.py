@@ -26,7 +26,7 @@ from fpdf import FPDF, FontFace
 
 from metering.billing.invoices import FinalizedInvoice, InvoiceLine, Issuer, LineKind
 from metering.billing.money import minor_unit
-from metering.files.invoice_export import currency_totals, describe_line, usage_by_model
+from metering.files.invoice_records import currency_totals, describe_line, usage_by_model
 
 FONT: Final = "sans"
 FALLBACK: Final = "sans-cjk"

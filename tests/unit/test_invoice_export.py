@@ -18,16 +18,15 @@ from pypdf import PdfReader
 from metering.billing.invoices import FinalizedInvoice, InvoiceLine, Issuer, LineKind
 from metering.billing.periods import period_from_label
 from metering.billing.pricing import TokenClass
-from metering.files.invoice_export import (
-    ExportFormat,
+from metering.files.invoice_export import ExportFormat, export_invoices
+from metering.files.invoice_pdf import invoice_pdf, summary_pdf
+from metering.files.invoice_records import (
     describe_line,
-    export_invoices,
     invoice_csv,
     invoice_json,
     summary_csv,
     summary_json,
 )
-from metering.files.invoice_pdf import invoice_pdf, summary_pdf
 
 FINALIZED = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
