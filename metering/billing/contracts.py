@@ -11,13 +11,8 @@ from typing import Final, NoReturn
 
 from metering.billing.invoice_errors import InvoiceError
 from metering.billing.money import MONEY, minor_unit
-from metering.billing.periods import (
-    BillingPeriod,
-    check_anchor_day,
-)
-from metering.billing.pricing import (
-    PriceEntry,
-)
+from metering.billing.periods import BillingPeriod, check_anchor_day
+from metering.billing.pricing import PriceEntry
 
 
 class ContractError(InvoiceError):

@@ -14,24 +14,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from metering.billing.contracts import (
-    Contract,
-)
+from metering.billing.contracts import Contract
 from metering.billing.invoice_errors import InvoiceError
 from metering.billing.money import MONEY, exact_sum, minor_unit
-from metering.billing.periods import (
-    BillingPeriod,
-)
-from metering.billing.pricing import (
-    EXACT,
-    Charge,
-    PriceBook,
-    TokenClass,
-    rate,
-)
-from metering.billing.usage_rows import (
-    TenantUsage,
-)
+from metering.billing.periods import BillingPeriod
+from metering.billing.pricing import EXACT, Charge, PriceBook, TokenClass, rate
+from metering.billing.usage_rows import TenantUsage
 
 
 class LineKind(StrEnum):
@@ -102,29 +90,7 @@ def build_invoice(
     ``CurrencyMismatchError``) for usage the price book cannot price in the contract's
     currency.
     """
-    if contract.tenant_id != tenant_id:
-        raise InvoiceError(
-            f"the contract is {contract.tenant_id!r}'s, not {tenant_id!r}'s; pick it with"
-            " contract_for_period"
-        )
-    if not contract.overlaps(period):
-        raise InvoiceError(
-            f"the contract of {tenant_id!r} from {contract.effective_from} is not in effect"
-            f" during period {period.label}; pick it with contract_for_period"
-        )
-    start, end = period.start, period.end
-    for row in usage_rows:
-        if row.tenant_id != tenant_id or not start <= row.hour < end:
-            raise InvoiceError(
-                f"a usage row of {row.tenant_id!r} at {row.hour} is not {tenant_id!r}'s usage"
-                f" in period {period.label} ({start} to {end})"
-            )
-    for line in adjustments:
-        if line.adjusts_period is None or line.adjusts_period >= period.label:
-            raise InvoiceError(
-                f"an adjustment line must adjust a period before {period.label}, got"
-                f" adjusts_period={line.adjusts_period!r}; make them with adjustment_lines"
-            )
+    _check_inputs(tenant_id, period, contract, usage_rows, adjustments)
     currency = contract.currency
     quantum = minor_unit(currency)
     book = price_book.with_overrides(contract.price_overrides)
@@ -151,6 +117,40 @@ def build_invoice(
         subtotal=MONEY.quantize(subtotal, quantum),
         total=MONEY.quantize(exact_sum(line.amount for line in lines), quantum),
     )
+
+
+def _check_inputs(
+    tenant_id: str,
+    period: BillingPeriod,
+    contract: Contract,
+    usage_rows: Sequence[TenantUsage],
+    adjustments: Sequence[InvoiceLine],
+) -> None:
+    """``build_invoice``'s inputs belong together: the tenant's contract during the period,
+    its usage in the period, adjustments of earlier periods."""
+    if contract.tenant_id != tenant_id:
+        raise InvoiceError(
+            f"the contract is {contract.tenant_id!r}'s, not {tenant_id!r}'s; pick it with"
+            " contract_for_period"
+        )
+    if not contract.overlaps(period):
+        raise InvoiceError(
+            f"the contract of {tenant_id!r} from {contract.effective_from} is not in effect"
+            f" during period {period.label}; pick it with contract_for_period"
+        )
+    start, end = period.start, period.end
+    for row in usage_rows:
+        if row.tenant_id != tenant_id or not start <= row.hour < end:
+            raise InvoiceError(
+                f"a usage row of {row.tenant_id!r} at {row.hour} is not {tenant_id!r}'s usage"
+                f" in period {period.label} ({start} to {end})"
+            )
+    for line in adjustments:
+        if line.adjusts_period is None or line.adjusts_period >= period.label:
+            raise InvoiceError(
+                f"an adjustment line must adjust a period before {period.label}, got"
+                f" adjusts_period={line.adjusts_period!r}; make them with adjustment_lines"
+            )
 
 
 def adjustment_lines(

@@ -13,9 +13,7 @@ from typing import Final
 
 from metering.billing.currencies import CURRENCY_MINOR_UNITS
 from metering.billing.invoice_errors import InvoiceError
-from metering.billing.pricing import (
-    EXACT,
-)
+from metering.billing.pricing import EXACT
 
 MONEY: Final = Context(
     prec=100, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow]

@@ -9,9 +9,7 @@ from typing import Final, Protocol
 
 from metering.billing.events import SERVICE_TIERS
 from metering.billing.invoice_errors import InvoiceError
-from metering.billing.pricing import (
-    RatableUsage,
-)
+from metering.billing.pricing import RatableUsage
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ from metering.cli.output import Format, render
 from metering.cli.support import FormatOption, database, fail
 
 
-
 def tenants_set(
     tenant_id: Annotated[str, typer.Argument(help="The tenant.")],
     currency: Annotated[

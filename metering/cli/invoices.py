@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from metering.billing.invoices import FinalizedInvoice, InvoiceLine
 
 
-
 invoices_app = typer.Typer(
     help="Invoices: running drafts, closing periods, numbered immutable invoices, export.",
     no_args_is_help=True,

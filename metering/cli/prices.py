@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from metering.store.billing.price_imports import Correction, PriceImport
 
 
-
 prices_app = typer.Typer(
     help="The list-price book: per model, token class and service tier, per 1M tokens.",
     no_args_is_help=True,

@@ -9,28 +9,13 @@ from typing import Any
 
 import psycopg
 
-from metering.billing.contracts import (
-    Contract,
-)
-from metering.billing.invoices import (
-    InvoiceDraft,
-    InvoiceLine,
-    adjustment_lines,
-    build_invoice,
-)
+from metering.billing.contracts import Contract
+from metering.billing.invoices import InvoiceDraft, InvoiceLine, adjustment_lines, build_invoice
 from metering.billing.periods import BillingPeriod
 from metering.billing.usage_rows import UsageKey, usage_totals
 from metering.store.billing.context import BillingContext
-from metering.store.billing.invoices import (
-    LINE_COLUMNS,
-    invoice_line,
-)
-from metering.store.billing.usage import (
-    complete_usage,
-    period_usage,
-    sums_billed,
-    sums_now,
-)
+from metering.store.billing.invoices import LINE_COLUMNS, invoice_line
+from metering.store.billing.usage import complete_usage, period_usage, sums_billed, sums_now
 
 
 @dataclass(frozen=True, slots=True)

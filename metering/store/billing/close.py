@@ -14,24 +14,14 @@ import psycopg
 from metering.billing.invoice_errors import InvoiceError
 from metering.billing.money import minor_unit
 from metering.billing.periods import BillingPeriod
-from metering.billing.pricing import (
-    PricingError,
-)
+from metering.billing.pricing import PricingError
 from metering.billing.usage_rows import USAGE_COUNTS, UsageKey
 from metering.store.billing.bills import Bill, compute_bill
 from metering.store.billing.context import BillingContext
 from metering.store.billing.errors import BillingError, BookChangedError
-from metering.store.billing.guards import (
-    lock_tenant,
-    show_moment,
-)
-from metering.store.billing.prices import (
-    book_revision,
-)
-from metering.store.billing.usage import (
-    Summed,
-    summed_usage,
-)
+from metering.store.billing.guards import lock_tenant, show_moment
+from metering.store.billing.prices import book_revision
+from metering.store.billing.usage import Summed, summed_usage
 
 NUMBER_PREFIX: Final = "INV"
 

@@ -15,19 +15,10 @@ from metering.billing.contracts import (
     contract_history,
 )
 from metering.billing.periods import BillingPeriod, period_for, period_from_label
-from metering.billing.pricing import (
-    PriceBook,
-    PriceEntry,
-)
-from metering.store.billing.contracts import (
-    all_contracts,
-)
+from metering.billing.pricing import PriceBook, PriceEntry
+from metering.store.billing.contracts import all_contracts
 from metering.store.billing.errors import BillingError
-from metering.store.billing.prices import (
-    book_revision,
-    load_price_book,
-    overrides_of,
-)
+from metering.store.billing.prices import book_revision, load_price_book, overrides_of
 
 
 @dataclass(frozen=True, slots=True)

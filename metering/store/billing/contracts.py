@@ -9,20 +9,10 @@ from typing import Any, Final
 
 import psycopg
 
-from metering.billing.contracts import (
-    Contract,
-    contract_history,
-)
+from metering.billing.contracts import Contract, contract_history
 from metering.store.billing.errors import BillingError
-from metering.store.billing.guards import (
-    closed_until,
-    lock_tenant,
-    require_tenant,
-    show_moment,
-)
-from metering.store.billing.prices import (
-    overrides_of,
-)
+from metering.store.billing.guards import closed_until, lock_tenant, require_tenant, show_moment
+from metering.store.billing.prices import overrides_of
 
 _CONTRACT_COLUMNS: Final = (
     "tenant_id, currency, anchor_day, discount_percent, minimum_commitment, effective_from,"
@@ -123,42 +113,49 @@ def set_contract(
         )
         _check_anchor_day(conn, tenant_id, history, new.anchor_day)
         _check_override_currency(conn, tenant_id, new)
-        same = before[-1] if before and before[-1].effective_from == effective_from else None
-        if same is not None:
-            if same == new:
-                return new, False
-            conn.execute(
-                "UPDATE contracts SET currency = %s, anchor_day = %s, discount_percent = %s,"
-                " minimum_commitment = %s WHERE tenant_id = %s AND effective_from = %s",
-                (
-                    new.currency,
-                    new.anchor_day,
-                    new.discount_percent,
-                    new.minimum_commitment,
-                    tenant_id,
-                    effective_from,
-                ),
-            )
-            return new, True
-        if before:
-            conn.execute(
-                "UPDATE contracts SET effective_to = %s"
-                " WHERE tenant_id = %s AND effective_from = %s",
-                (effective_from, tenant_id, before[-1].effective_from),
-            )
+        changed = _store_version(conn, new, before[-1] if before else None)
+    return new, changed
+
+
+def _store_version(conn: psycopg.Connection, new: Contract, previous: Contract | None) -> bool:
+    """Writes ``new`` after ``previous`` (the version in effect when it starts): in its place
+    if it took effect at the same moment (nothing to write if the terms are the same), else
+    ending it where ``new`` starts. Returns whether anything changed."""
+    tenant_id, effective_from = new.tenant_id, new.effective_from
+    if previous is not None and previous.effective_from == effective_from:
+        if previous == new:
+            return False
         conn.execute(
-            f"INSERT INTO contracts ({_CONTRACT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            "UPDATE contracts SET currency = %s, anchor_day = %s, discount_percent = %s,"
+            " minimum_commitment = %s WHERE tenant_id = %s AND effective_from = %s",
             (
-                tenant_id,
                 new.currency,
                 new.anchor_day,
                 new.discount_percent,
                 new.minimum_commitment,
-                new.effective_from,
-                new.effective_to,
+                tenant_id,
+                effective_from,
             ),
         )
-    return new, True
+        return True
+    if previous is not None:
+        conn.execute(
+            "UPDATE contracts SET effective_to = %s WHERE tenant_id = %s AND effective_from = %s",
+            (effective_from, tenant_id, previous.effective_from),
+        )
+    conn.execute(
+        f"INSERT INTO contracts ({_CONTRACT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (
+            tenant_id,
+            new.currency,
+            new.anchor_day,
+            new.discount_percent,
+            new.minimum_commitment,
+            new.effective_from,
+            new.effective_to,
+        ),
+    )
+    return True
 
 
 def _check_anchor_day(

@@ -7,23 +7,11 @@ from typing import Any, Final
 
 import psycopg
 
-from metering.billing.contracts import (
-    Contract,
-    contract_for_period,
-    contract_history,
-)
-from metering.billing.invoices import (
-    FinalizedInvoice,
-    InvoiceLine,
-    LineKind,
-)
+from metering.billing.contracts import Contract, contract_for_period, contract_history
+from metering.billing.invoices import FinalizedInvoice, InvoiceLine, LineKind
 from metering.billing.periods import BillingPeriod
-from metering.billing.pricing import (
-    TokenClass,
-)
-from metering.store.billing.contracts import (
-    all_contracts,
-)
+from metering.billing.pricing import TokenClass
+from metering.store.billing.contracts import all_contracts
 
 LINE_COLUMNS: Final = (
     "kind, model, token_class, service_tier, tier, quantity, unit_price_per_million, amount,"

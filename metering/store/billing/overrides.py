@@ -8,24 +8,11 @@ from decimal import Decimal
 
 import psycopg
 
-from metering.billing.contracts import (
-    contract_history,
-)
-from metering.billing.pricing import (
-    PriceBook,
-    PriceBookError,
-    PriceEntry,
-    TokenClass,
-)
-from metering.store.billing.contracts import (
-    contracts_of,
-    refuse_before_closed,
-)
+from metering.billing.contracts import contract_history
+from metering.billing.pricing import PriceBook, PriceBookError, PriceEntry, TokenClass
+from metering.store.billing.contracts import contracts_of, refuse_before_closed
 from metering.store.billing.errors import BillingError
-from metering.store.billing.guards import (
-    lock_tenant,
-    require_tenant,
-)
+from metering.store.billing.guards import lock_tenant, require_tenant
 from metering.store.billing.prices import (
     PRICE_COLUMNS,
     load_price_entries,

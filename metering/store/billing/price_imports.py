@@ -12,26 +12,13 @@ import psycopg
 
 from metering.billing.money import exact_sum
 from metering.billing.periods import BillingPeriod
-from metering.billing.pricing import (
-    PriceBook,
-    PriceBookError,
-    PriceEntry,
-    PricingError,
-)
+from metering.billing.pricing import PriceBook, PriceBookError, PriceEntry, PricingError
 from metering.files.price_files import ImportPlan, Repricing, plan_import, repricings
 from metering.store.billing.bills import recheck
 from metering.store.billing.context import BillingContext
 from metering.store.billing.errors import BillingError
-from metering.store.billing.guards import (
-    PRICES_LOCK,
-    closed_until,
-    show_moment,
-)
-from metering.store.billing.prices import (
-    PRICE_COLUMNS,
-    load_price_entries,
-    price_entry_values,
-)
+from metering.store.billing.guards import PRICES_LOCK, closed_until, show_moment
+from metering.store.billing.prices import PRICE_COLUMNS, load_price_entries, price_entry_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +82,7 @@ def import_prices(
         stored = load_price_entries(conn)
         plan = plan_import(stored, entries)
         if plan.changed and not (replace_changed or dry_run):
-            raise BillingError(
-                "\n".join(
-                    f"{new.source or new.describe()}: {new.describe()} from"
-                    f" {show_moment(new.effective_from)} is stored as {old.price_per_million} until"
-                    f" {show_moment(old.effective_to)}; the file says {new.price_per_million} until"
-                    f" {show_moment(new.effective_to)}"
-                    for old, new in plan.changed
-                )
-                + "\nadd a new block from the moment the price changes (ending the old one"
-                " with effective_to), or pass --replace to replace the stored entries"
-            )
+            raise _changed_refusal(plan)
         replaced_keys = {old.key for old, _ in plan.changed}
         merged = [
             *(e for e in stored if e.key not in replaced_keys),
@@ -137,18 +114,7 @@ def import_prices(
         if dry_run or plan.is_noop:
             return result
         _store_entries(conn, plan)
-        import_id = conn.execute(
-            "INSERT INTO price_imports (source, added, replaced, corrected)"
-            " VALUES (%s, %s, %s, %s) RETURNING import_id",
-            (source, len(plan.added), len(plan.changed), bool(retroactive)),
-        ).fetchone()[0]  # type: ignore[index]
-        if marked:
-            conn.execute(
-                "UPDATE period_billing p SET repriced_by = %s"
-                " FROM unnest(%s::text[], %s::timestamptz[]) AS m(tenant_id, period_start)"
-                " WHERE p.tenant_id = m.tenant_id AND p.period_start = m.period_start",
-                (import_id, [t for t, _ in marked], [s for _, s in marked]),
-            )
+        _record_import(conn, plan, source, corrected=bool(retroactive), marked=marked)
         touched = {
             e.model
             for e in (*plan.added, *(new for _, new in plan.changed))
@@ -156,6 +122,45 @@ def import_prices(
         }
         thresholds, uncataloged = _set_long_context_thresholds(conn, merged, touched)
     return replace(result, thresholds=thresholds, uncataloged=uncataloged)
+
+
+def _changed_refusal(plan: ImportPlan) -> BillingError:
+    """Every entry the file changes, one line each, and what to do."""
+    return BillingError(
+        "\n".join(
+            f"{new.source or new.describe()}: {new.describe()} from"
+            f" {show_moment(new.effective_from)} is stored as {old.price_per_million} until"
+            f" {show_moment(old.effective_to)}; the file says {new.price_per_million} until"
+            f" {show_moment(new.effective_to)}"
+            for old, new in plan.changed
+        )
+        + "\nadd a new block from the moment the price changes (ending the old one"
+        " with effective_to), or pass --replace to replace the stored entries"
+    )
+
+
+def _record_import(
+    conn: psycopg.Connection,
+    plan: ImportPlan,
+    source: str | None,
+    *,
+    corrected: bool,
+    marked: Sequence[tuple[str, datetime]],
+) -> None:
+    """The import as a revision of the book (``price_imports``), and the closed periods it
+    re-rates marked with it, for their tenants' next invoices to adjust."""
+    import_id = conn.execute(
+        "INSERT INTO price_imports (source, added, replaced, corrected)"
+        " VALUES (%s, %s, %s, %s) RETURNING import_id",
+        (source, len(plan.added), len(plan.changed), corrected),
+    ).fetchone()[0]  # type: ignore[index]
+    if marked:
+        conn.execute(
+            "UPDATE period_billing p SET repriced_by = %s"
+            " FROM unnest(%s::text[], %s::timestamptz[]) AS m(tenant_id, period_start)"
+            " WHERE p.tenant_id = m.tenant_id AND p.period_start = m.period_start",
+            (import_id, [t for t, _ in marked], [s for _, s in marked]),
+        )
 
 
 def _store_entries(conn: psycopg.Connection, plan: ImportPlan) -> None:

@@ -9,11 +9,7 @@ from typing import Any, Final
 import psycopg
 
 from metering.billing.events import SERVICE_TIERS
-from metering.billing.pricing import (
-    PriceBook,
-    PriceEntry,
-    TokenClass,
-)
+from metering.billing.pricing import PriceBook, PriceEntry, TokenClass
 
 PRICE_COLUMNS: Final = (
     "model, token_class, service_tier, currency, price_per_million, effective_from,"
