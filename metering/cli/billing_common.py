@@ -5,6 +5,8 @@ Imported by command bodies only, not when the CLI starts (pydantic).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,6 +15,9 @@ import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from metering.billing import close_policy
+from metering.billing.close_policy import PeriodClosedError
+from metering.cli.support import fail
 from metering.config import get_settings
 
 
@@ -30,18 +35,32 @@ class BillingSettings(BaseSettings):
 
 
 def late_window() -> timedelta:
-    """How long after its end a closed period can still receive usage: ingest accepts events
-    up to ``METERING_BACKDATING_DAYS`` old (plus clock skew); a margin on top."""
+    """``close_policy.late_window`` from ``METERING_BACKDATING_DAYS``,
+    ``METERING_CLOCK_SKEW_S`` and ``METERING_LATE_MARGIN_HOURS``."""
     settings = get_settings()
-    return (
-        timedelta(days=settings.backdating_days)
-        + timedelta(seconds=settings.clock_skew_s)
-        + timedelta(hours=BillingSettings().late_margin_hours)
+    return close_policy.late_window(
+        timedelta(days=settings.backdating_days),
+        timedelta(seconds=settings.clock_skew_s),
+        timedelta(hours=BillingSettings().late_margin_hours),
     )
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def show_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextmanager
+def effective_from_advice() -> Iterator[None]:
+    """A change refused because the tenant is invoiced past the moment it would take effect:
+    the refusal, and from when it can."""
+    try:
+        yield
+    except PeriodClosedError as exc:
+        raise fail(f"{exc}; use --effective-from {show_time(exc.closed_until)} or later") from None
 
 
 def json_text(document: Any) -> str:

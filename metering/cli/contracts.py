@@ -41,7 +41,7 @@ def tenants_set(
     discount, no commitment). The contract that took effect last during a period governs
     that whole period. A change cannot take effect inside a period already invoiced.
     """
-    from metering.cli.billing_common import now
+    from metering.cli.billing_common import effective_from_advice, now
     from metering.store import quota_store
     from metering.store.billing.contracts import set_contract
 
@@ -73,7 +73,8 @@ def tenants_set(
     )
     with database(autocommit=True) as conn, conn.transaction():
         cli_input.known_tenant(conn, tenant_id)
-        contract, changed = set_contract(conn, tenant_id, start, **changes)
+        with effective_from_advice():
+            contract, changed = set_contract(conn, tenant_id, start, **changes)
         # Quota periods are billing periods: a new anchor day moves them, in this transaction.
         if changed:
             quota_store.follow_anchor_day(conn, tenant_id)
@@ -169,7 +170,7 @@ def tenants_override(
     in effect at its start. Times must be on whole hours.
     """
     from metering.billing.pricing import TokenClass
-    from metering.cli.billing_common import now
+    from metering.cli.billing_common import effective_from_advice, now
     from metering.store.billing.overrides import Bands, set_override
 
     if token_class not in TOKEN_CLASSES:
@@ -184,17 +185,18 @@ def tenants_override(
     bands = None if price.strip().lower() == "list" else Bands.parse(price)
     with database(autocommit=True) as conn:
         cli_input.known(conn, tenant=tenant_id, model=model)
-        written = set_override(
-            conn,
-            tenant_id,
-            model=model,
-            token_class=TokenClass(token_class),
-            service_tier=tier,
-            price=bands,
-            effective_from=start,
-            effective_to=end,
-            long_context_above=long_context_above,
-        )
+        with effective_from_advice():
+            written = set_override(
+                conn,
+                tenant_id,
+                model=model,
+                token_class=TokenClass(token_class),
+                service_tier=tier,
+                price=bands,
+                effective_from=start,
+                effective_to=end,
+                long_context_above=long_context_above,
+            )
     if not written:
         typer.echo(f"{tenant_id}: {model} {token_class} {tier} at list price from {start}")
     for entry in written:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,6 +17,7 @@ from metering.files.invoice_export import ExportFormat, summary_name
 
 if TYPE_CHECKING:
     from metering.billing.invoices import FinalizedInvoice, InvoiceLine
+    from metering.store.billing.close import TenantClose
 
 
 invoices_app = typer.Typer(
@@ -142,6 +143,23 @@ def invoices_close(
             force=force,
             progress=lambda done, total, invoiced: advance(done, total, f"{invoiced:,} invoices"),
         )
+    not_due = " (or now with --force)"  # the policy says from when; the flag is ours to offer
+    _show_closes(
+        label,
+        [
+            replace(r, detail=r.detail + not_due) if r.outcome == Outcome.NOT_DUE else r
+            for r in results
+        ],
+        fmt,
+        time.monotonic() - started,
+    )
+
+
+def _show_closes(label: str, results: list[TenantClose], fmt: Format, seconds: float) -> None:
+    """The invoiced and failed tenants (every tenant but in a table), a summary line, and
+    whether the period was not due; exits 1 if a tenant could not be billed."""
+    from metering.store.billing.close import Outcome
+
     counts: dict[str, int] = {}
     for result in results:
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
@@ -163,7 +181,7 @@ def invoices_close(
     if shown or fmt is not Format.table:
         typer.echo(render(shown, columns, fmt))
     summary = ", ".join(f"{count:,} {outcome}" for outcome, count in sorted(counts.items()))
-    typer.echo(f"{label}: {summary or 'no tenants'} in {time.monotonic() - started:.1f}s", err=True)
+    typer.echo(f"{label}: {summary or 'no tenants'} in {seconds:.1f}s", err=True)
     if counts.get(Outcome.NOT_DUE) and not any(
         r.outcome in (Outcome.INVOICED, Outcome.NOTHING) for r in results
     ):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -124,16 +123,18 @@ def _warn_unknown_models(
 def _show_dry_run(
     file: Path, result: PriceImport, *, replace: bool, correct_invoiced: bool
 ) -> None:
+    from metering.cli.billing_common import show_time
+
     typer.echo(
         f"{file} (dry run, nothing stored): would add {result.added} prices, replace"
         f" {result.replaced}, leave {result.unchanged} unchanged"
     )
     for verb, entries in (("add", result.added_entries), ("replace", result.replaced_entries)):
         for entry in entries:
-            until = f" until {_show_time(entry.effective_to)}" if entry.effective_to else ""
+            until = f" until {show_time(entry.effective_to)}" if entry.effective_to else ""
             typer.echo(
                 f"  {verb} {entry.describe()}: {entry.price_per_million} {entry.currency}"
-                f" per 1M from {_show_time(entry.effective_from)}{until}"
+                f" per 1M from {show_time(entry.effective_from)}{until}"
             )
     if result.corrections:
         _show_corrections(result.corrections, "would")
@@ -172,10 +173,6 @@ def _show_corrections(corrections: tuple[Correction, ...], verb: str) -> None:
         for c in corrections
     ]
     typer.echo(render(rows, list(rows[0]), Format.table))
-
-
-def _show_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @prices_app.command("list")

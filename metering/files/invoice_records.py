@@ -251,4 +251,3 @@ def describe_line(line: InvoiceLine) -> str:
     if line.adjusts_period is not None:
         text = f"Adjustment for {line.adjusts_period}: {text}"
     return text
-

@@ -26,11 +26,13 @@ import pytest
 from conftest import Logins
 from pypdf import PdfReader
 
+from metering.billing.close_policy import PeriodClosedError
+from metering.billing.periods import period_for
 from metering.billing.pricing import TokenClass
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import load_price_file
 from metering.store import catalog, migrate
-from metering.store.billing.close import TenantClose, close_period
+from metering.store.billing.close import Outcome, TenantClose, close_period
 from metering.store.billing.contracts import set_contract
 from metering.store.billing.overrides import Bands, set_override
 from metering.store.billing.price_imports import import_prices
@@ -345,6 +347,55 @@ def close(conn: psycopg.Connection, label: str, *, force: bool = False) -> list[
         late_window=LATE_WINDOW,
         force=force,
     )
+
+
+# --- the close policy ----------------------------------------------------------------------------
+
+
+def test_a_period_not_due_stays_open_saying_from_when_and_the_cli_offers_force(
+    october: psycopg.Connection, settings: Settings
+) -> None:
+    current = period_for(datetime.now(UTC)).label
+    [acme] = close_period(
+        october,
+        current,
+        now=datetime.now(UTC),
+        grace=timedelta(hours=24),
+        late_window=LATE_WINDOW,
+        tenant_id="acme",
+    )
+    assert acme.outcome == Outcome.NOT_DUE
+    assert acme.detail.startswith("can be closed from ") and "--" not in acme.detail
+
+    result = metering(settings, "invoices", "close", "--period", current, "--tenant", "acme")
+    assert result.returncode == 0, result.stderr
+    assert f"period {current} is not due yet: {acme.detail} (or now with --force)" in result.stderr
+    assert october.execute("SELECT count(*) FROM period_billing").fetchone() == (0,)
+
+
+def test_a_contract_change_inside_an_invoiced_period_is_refused_and_the_cli_says_from_when(
+    october: psycopg.Connection, settings: Settings
+) -> None:
+    close(october, "2026-10")
+    with pytest.raises(PeriodClosedError) as refused:
+        set_contract(october, "acme", at(20), discount_percent=Decimal("5"))
+    assert refused.value.closed_until == at(1, month=11)
+    assert "--" not in str(refused.value), "the store says what is wrong, not which flag to use"
+
+    result = metering(
+        settings,
+        "tenants",
+        "set",
+        "acme",
+        "--discount-percent",
+        "5",
+        "--effective-from",
+        "2026-10-20",
+    )
+    assert result.returncode == 2, result.stderr
+    advice = "use --effective-from 2026-11-01T00:00:00Z or later"
+    assert f"{refused.value}; {advice}" in result.stderr
+    assert result.stderr.count("\n") == 1, "one line"
 
 
 # --- invoices add up -----------------------------------------------------------------------------

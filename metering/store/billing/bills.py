@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from metering.billing.close_policy import may_get_late_usage
 from metering.billing.contracts import Contract
 from metering.billing.invoices import InvoiceDraft, InvoiceLine, adjustment_lines, build_invoice
 from metering.billing.periods import BillingPeriod
@@ -90,14 +91,14 @@ def _late_checks(
     their end plus the late window), compared with what they billed; and those a price
     correction marked (``repriced_by``), re-rated whatever their usage and age."""
     closed = conn.execute(
-        "SELECT period_start, period_end, period_label, repriced_by IS NOT NULL"
-        " FROM period_billing WHERE tenant_id = %s AND period_start < %s"
-        " AND (checked_at < period_end + %s OR repriced_by IS NOT NULL)"
-        " ORDER BY period_start",
-        (tenant_id, period.start, ctx.late_window),
+        "SELECT period_start, period_end, period_label, checked_at, repriced_by IS NOT NULL"
+        " FROM period_billing WHERE tenant_id = %s AND period_start < %s ORDER BY period_start",
+        (tenant_id, period.start),
     ).fetchall()
-    for start, end, label, repriced in closed:
+    for start, end, label, checked_at, repriced in closed:
         earlier = BillingPeriod(start, end)
+        if not (repriced or may_get_late_usage(earlier, checked_at, ctx.late_window)):
+            continue
         if not repriced and sums_now(conn, tenant_id, earlier) == sums_billed(
             conn, tenant_id, earlier
         ):

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import psycopg
 
+from metering.billing.close_policy import ClosePolicy
 from metering.billing.invoice_errors import InvoiceError
 from metering.billing.money import minor_unit
 from metering.billing.periods import BillingPeriod
@@ -68,24 +69,25 @@ def close_period(
     usage, a commitment shortfall or adjustments; a closed period without invoice for the
     others. Each tenant is one transaction, so ``conn`` must be in autocommit mode; a tenant
     that fails (no price, say) is rolled back, numbers included, and reported. Running it
-    again creates nothing new. A period can be closed ``grace`` after its end, or any time
-    after its start with ``force``."""
+    again creates nothing new. When a period may be closed is ``ClosePolicy``'s to say:
+    ``grace`` after its end, or any time after its start with ``force``."""
     if not conn.autocommit:
         raise ValueError(
             "close_period runs a transaction per tenant: pass an autocommit connection"
         )
+    policy = ClosePolicy(grace)
     ctx = BillingContext.load(conn, late_window, tenant_id)
     tenants = list(ctx.tenant_names)
-    summed = _bulk_usage(conn, ctx, tenants, label, now, grace, force)
+    summed = _bulk_usage(conn, ctx, tenants, label, now, policy, force)
     results: list[TenantClose] = []
     invoiced = 0
     for done, tenant in enumerate(tenants, start=1):
         try:
             try:
-                result = _close_tenant(conn, ctx, tenant, label, now, grace, force, summed)
+                result = _close_tenant(conn, ctx, tenant, label, now, policy, force, summed)
             except BookChangedError:  # an import came in: read the book again, then go on
                 ctx, summed = BillingContext.load(conn, late_window, tenant_id), {}
-                result = _close_tenant(conn, ctx, tenant, label, now, grace, force, summed)
+                result = _close_tenant(conn, ctx, tenant, label, now, policy, force, summed)
         except (PricingError, InvoiceError, BillingError) as exc:
             result = TenantClose(tenant, label, Outcome.FAILED, detail=str(exc))
         results.append(result)
@@ -105,7 +107,7 @@ def _bulk_usage(
     tenants: Sequence[str],
     label: str,
     now: datetime,
-    grace: timedelta,
+    policy: ClosePolicy,
     force: bool,
 ) -> dict[BillingPeriod, dict[str, list[Summed]]]:
     """The usage of the periods that many tenants are about to close, read in one pass each
@@ -120,7 +122,7 @@ def _bulk_usage(
     due: dict[BillingPeriod, int] = {}
     for tenant in tenants:
         period = ctx.period(tenant, label)
-        if tenant not in closed and period.start <= now and (force or now >= period.end + grace):
+        if tenant not in closed and policy.is_due(period, now, force=force):
             due[period] = due.get(period, 0) + 1
     return {
         period: summed_usage(conn, ctx, period)
@@ -135,20 +137,18 @@ def _close_tenant(
     tenant_id: str,
     label: str,
     now: datetime,
-    grace: timedelta,
+    policy: ClosePolicy,
     force: bool,
     summed: Mapping[BillingPeriod, Mapping[str, Sequence[Summed]]],
 ) -> TenantClose:
     period = ctx.period(tenant_id, label)
-    if period.start > now:
-        raise BillingError(f"period {label} of {tenant_id} has not started yet")
-    due = period.end + grace
-    if now < due and not force:
+    policy.check_started(period, tenant_id, now)
+    if not policy.is_due(period, now, force=force):
         return TenantClose(
             tenant_id,
             label,
             Outcome.NOT_DUE,
-            detail=f"can be closed from {show_moment(due)} (or now with --force)",
+            detail=f"can be closed from {show_moment(policy.due_at(period))}",
         )
     with conn.transaction():
         lock_tenant(conn, tenant_id, prices=True)

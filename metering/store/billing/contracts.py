@@ -9,6 +9,7 @@ from typing import Any, Final
 
 import psycopg
 
+from metering.billing.close_policy import check_not_closed
 from metering.billing.contracts import Contract, contract_history
 from metering.store.billing.errors import BillingError
 from metering.store.billing.guards import closed_until, lock_tenant, require_tenant, show_moment
@@ -65,13 +66,8 @@ def all_contracts(conn: psycopg.Connection) -> dict[str, list[Contract]]:
 def refuse_before_closed(
     conn: psycopg.Connection, tenant_id: str, moment: datetime, what: str
 ) -> None:
-    until = closed_until(conn, tenant_id)
-    if until is not None and moment < until:
-        raise BillingError(
-            f"{what} of {tenant_id} cannot take effect at {show_moment(moment)}: {tenant_id} is"
-            f" invoiced until {show_moment(until)}, and a finalized invoice never changes; use"
-            f" --effective-from {show_moment(until)} or later"
-        )
+    """``check_not_closed`` against what the tenant has closed."""
+    check_not_closed(what, tenant_id, moment, closed_until(conn, tenant_id))
 
 
 def set_contract(
