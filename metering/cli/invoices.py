@@ -13,7 +13,7 @@ import typer
 from metering.cli import arguments as cli_input
 from metering.cli.output import Format, progress, render
 from metering.cli.support import FormatOption, database, fail
-from metering.files.invoice_export import ExportFormat, summary_name
+from metering.files.invoice_export import ExportFormat, export_invoices, summary_name
 
 if TYPE_CHECKING:
     from metering.billing.invoices import FinalizedInvoice, InvoiceLine
@@ -275,11 +275,11 @@ def invoices_export(
 ) -> None:
     """Write a period's finalized invoices to files, plus a summary.
 
-    One OUT/NUMBER.FORMAT per invoice and OUT/summary-PERIOD.FORMAT. Files depend only on
-    the stored invoices: exporting again gives identical bytes.
+    One OUT/NUMBER.FORMAT per invoice and OUT/summary-PERIOD.FORMAT, or with --tenant
+    OUT/summary-PERIOD-TENANT.FORMAT (a period's summary in OUT stays as it is). Files
+    depend only on the stored invoices: exporting again gives identical bytes.
     """
     from metering.config import get_settings
-    from metering.files.invoice_export import export_invoices
     from metering.store.billing.invoices import finalized_invoices
 
     label = cli_input.period(period)
@@ -296,10 +296,11 @@ def invoices_export(
             out,
             get_settings().issuer(),
             advance,
+            tenant_id=tenant,
         )
     typer.echo(
         f"{len(invoices):,} invoices of {label} written to {out}"
-        f" ({summary_name(label, fmt)}) in {time.monotonic() - started:.1f}s"
+        f" ({summary_name(label, fmt, tenant)}) in {time.monotonic() - started:.1f}s"
     )
 
 

@@ -41,8 +41,12 @@ def writers(fmt: ExportFormat) -> tuple[InvoiceWriter, SummaryWriter]:
     return invoice_json, summary_json
 
 
-def summary_name(label: str, fmt: ExportFormat) -> str:
-    return f"summary-{label}.{fmt.value}"
+def summary_name(label: str, fmt: ExportFormat, tenant_id: str | None = None) -> str:
+    """``summary-LABEL.FMT`` for a period's export; ``summary-LABEL-TENANT.FMT`` for one
+    tenant's, so that exporting one tenant into a directory that holds the period's export
+    leaves the period's summary as it is."""
+    scope = f"{label}-{tenant_id}" if tenant_id is not None else label
+    return f"summary-{scope}.{fmt.value}"
 
 
 def export_invoices(
@@ -52,10 +56,12 @@ def export_invoices(
     out_dir: Path,
     issuer: Issuer,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    tenant_id: str | None = None,
 ) -> list[Path]:
-    """Writes ``NUMBER.FMT`` per invoice and ``summary-LABEL.FMT`` into ``out_dir``; returns
-    the paths, summary last. Files are replaced atomically, so a reader never sees half of
-    one."""
+    """Writes ``NUMBER.FMT`` per invoice and their summary (``summary_name``: of the period,
+    or of ``tenant_id``'s invoices alone) into ``out_dir``; returns the paths, summary last.
+    Files are replaced atomically, so a reader never sees half of one."""
     write_invoice, write_summary = writers(fmt)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -67,7 +73,8 @@ def export_invoices(
         )
         if progress is not None:
             progress(done, len(invoices))
-    paths.append(_write(out_dir / summary_name(label, fmt), write_summary(label, invoices, issuer)))
+    summary = out_dir / summary_name(label, fmt, tenant_id)
+    paths.append(_write(summary, write_summary(label, invoices, issuer)))
     return paths
 
 

@@ -1257,6 +1257,34 @@ def test_export_writes_one_file_per_invoice_and_a_summary(
     assert numbers[1] in text and "Account: globex" in text and "Amount due 8.37" in text
 
 
+def test_exporting_one_tenant_into_a_period_export_keeps_the_period_summary(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    import json
+
+    close(october, "2026-10")
+    for fmt in ("json", "csv", "pdf"):
+        out = tmp_path / fmt
+
+        def export(*only: str, fmt: str = fmt, out: Path = out) -> str:
+            args = ("--period", "2026-10", "--format", fmt, "--out", str(out), *only)
+            return ok(metering(settings, "invoices", "export", *args))
+
+        export()
+        summary = out / f"summary-2026-10.{fmt}"
+        period_summary = summary.read_bytes()
+        said = export("--tenant", "globex")
+        assert summary.read_bytes() == period_summary, "the period's summary is left as it is"
+        assert f"summary-2026-10-globex.{fmt}" in said
+        assert (out / f"summary-2026-10-globex.{fmt}").exists()
+
+    everyone = json.loads((tmp_path / "json" / "summary-2026-10.json").read_text())
+    globex = json.loads((tmp_path / "json" / "summary-2026-10-globex.json").read_text())
+    assert len(everyone["invoices"]) == 5
+    assert [i["tenant_id"] for i in globex["invoices"]] == ["globex"]
+    assert globex["totals"] == [{"currency": "USD", "invoices": 1, "total": "8.37"}]
+
+
 def test_invoices_show_prints_the_exported_json_document(
     october: psycopg.Connection, settings: Settings, tmp_path: Path
 ) -> None:
