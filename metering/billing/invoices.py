@@ -264,6 +264,15 @@ class FinalizedInvoice:
     discount_percent: Decimal = Decimal(0)
     """The governing contract's discount, which this invoice's own discount line took off;
     a closed period's contract cannot change, so reading it later gives the same value."""
+    issuer: Issuer | None = None
+    """Who issued it and on what terms, as set when it was finalized; ``None`` for invoices
+    finalized before that was stored (see ``issued_by``)."""
+
+    def issued_by(self, current: Issuer) -> Issuer:
+        """The issuer to print: the one stored with the invoice, so that changing the settings
+        changes no issued invoice; ``current`` (from the settings) for an invoice finalized
+        before issuers were stored."""
+        return self.issuer if self.issuer is not None else current
 
     @property
     def issued_on(self) -> date:

@@ -123,6 +123,7 @@ def invoices_close(
     billed (the others are).
     """
     from metering.cli.billing_common import BillingSettings, late_window, now
+    from metering.config import get_settings
     from metering.store.billing.close import Outcome, close_period
 
     label = cli_input.period(period)
@@ -140,6 +141,7 @@ def invoices_close(
             grace=grace,
             late_window=late_window(),
             tenant_id=tenant,
+            issuer=get_settings().issuer(),
             force=force,
             progress=lambda done, total, invoiced: advance(done, total, f"{invoiced:,} invoices"),
         )
@@ -254,7 +256,7 @@ def _show_finalized(invoice: FinalizedInvoice, fmt: Format) -> None:
         "period_end": _utc(invoice.period.end),
         "status": invoice.status,
         "finalized_at": _utc(invoice.finalized_at),
-        "due_on": get_settings().issuer().due_on(invoice).isoformat(),
+        "due_on": invoice.issued_by(get_settings().issuer()).due_on(invoice).isoformat(),
         "currency": invoice.currency,
         "subtotal": invoice.subtotal,
         "total": invoice.total,

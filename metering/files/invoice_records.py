@@ -1,7 +1,9 @@
 """Finalized invoices as records: the JSON document and CSV rows of an invoice, and the
 summary of a period, as bytes.
 
-Every byte comes from the stored invoice and the issuer's settings: no clock, no random ids.
+Every byte comes from the stored invoice, issuer included: no clock, no random ids, no
+setting read at export (the ``issuer`` the writers take is the settings' one, printed only on
+invoices finalized before issuers were stored: ``FinalizedInvoice.issued_by``).
 Amounts are written as decimal text, never through a float.
 
 ``invoice_document`` is the one JSON shape of an invoice: the export writes it, and
@@ -119,6 +121,7 @@ def usage_by_model(lines: Iterable[InvoiceLine]) -> list[ModelUsage]:
 
 def _header(invoice: FinalizedInvoice, issuer: Issuer) -> dict[str, Any]:
     """The keys an invoice document and a summary row share."""
+    issuer = invoice.issued_by(issuer)
     return {
         "invoice_number": invoice.invoice_number,
         "tenant_id": invoice.tenant_id,
@@ -155,12 +158,13 @@ def _json(document: Any) -> bytes:
 def invoice_document(invoice: FinalizedInvoice, issuer: Issuer) -> dict[str, Any]:
     """The invoice as one JSON-ready document: amounts and prices as decimal strings, times
     as UTC ``...Z``, dates as ``YYYY-MM-DD``, ``lines`` as the array of lines."""
+    issued_by = invoice.issued_by(issuer)
     return {
         **_header(invoice, issuer),
         "issuer": {
-            "name": issuer.name,
-            "address": list(issuer.address),
-            "tax_id": issuer.tax_id or None,
+            "name": issued_by.name,
+            "address": list(issued_by.address),
+            "tax_id": issued_by.tax_id or None,
         },
         "bill_to": {"tenant_id": invoice.tenant_id, "name": invoice.tenant_name},
         "usage_by_model": [

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from conftest import Logins
 from pypdf import PdfReader
 
 from metering.billing.close_policy import PeriodClosedError
+from metering.billing.invoices import Issuer
 from metering.billing.periods import period_for
 from metering.billing.pricing import TokenClass
 from metering.config import PROJECT_ROOT, Settings
@@ -75,6 +76,7 @@ NOV = datetime(2026, 11, 1, tzinfo=UTC)
 # The test's usage is of 2026 whenever the tests run, so every closed period counts as one
 # that late usage may still reach (normally: the ingest backdating window, 35 days).
 LATE_WINDOW = timedelta(days=36_500)
+ISSUER = Issuer("LLM Hosting Platform")  # the settings' default
 LATE_ENV = {"METERING_BACKDATING_DAYS": "36500"}
 
 
@@ -345,6 +347,7 @@ def close(conn: psycopg.Connection, label: str, *, force: bool = False) -> list[
         now=datetime.now(UTC),
         grace=timedelta(hours=24),
         late_window=LATE_WINDOW,
+        issuer=ISSUER,
         force=force,
     )
 
@@ -362,6 +365,7 @@ def test_a_period_not_due_stays_open_saying_from_when_and_the_cli_offers_force(
         now=datetime.now(UTC),
         grace=timedelta(hours=24),
         late_window=LATE_WINDOW,
+        issuer=ISSUER,
         tenant_id="acme",
     )
     assert acme.outcome == Outcome.NOT_DUE
@@ -697,6 +701,7 @@ def test_late_usage_becomes_an_adjustment_and_the_closed_invoice_never_changes(
         now=datetime(2027, 1, 5, tzinfo=UTC),
         grace=timedelta(hours=24),
         late_window=LATE_WINDOW,
+        issuer=ISSUER,
     )
     assert "acme" not in invoice_rows(october, datetime(2026, 12, 1, tzinfo=UTC))
 
@@ -713,6 +718,7 @@ def test_a_period_past_its_late_window_is_not_compared_again(
         now=datetime.now(UTC),
         grace=timedelta(0),
         late_window=timedelta(0),
+        issuer=ISSUER,
         force=True,
     )
     assert "acme" not in invoice_rows(october, NOV)
@@ -986,6 +992,7 @@ def test_a_correction_is_billed_once_and_a_later_one_only_by_its_own_difference(
         now=at(5, month=1) + timedelta(days=365),
         grace=timedelta(0),
         late_window=timedelta(0),
+        issuer=ISSUER,
     )
     assert "wayne" not in invoice_rows(october, datetime(2026, 12, 1, tzinfo=UTC))
 
@@ -998,6 +1005,7 @@ def test_a_correction_is_billed_once_and_a_later_one_only_by_its_own_difference(
         now=at(5, month=2) + timedelta(days=365),
         grace=timedelta(0),
         late_window=timedelta(0),
+        issuer=ISSUER,
     )
     january = invoice_rows(october, datetime(2027, 1, 1, tzinfo=UTC))
     assert sorted(january["wayne"]["lines"], key=str) == sorted(
@@ -1283,6 +1291,60 @@ def test_exporting_one_tenant_into_a_period_export_keeps_the_period_summary(
     assert len(everyone["invoices"]) == 5
     assert [i["tenant_id"] for i in globex["invoices"]] == ["globex"]
     assert globex["totals"] == [{"currency": "USD", "invoices": 1, "total": "8.37"}]
+
+
+OLD_ISSUER = {
+    "METERING_ISSUER_NAME": "Old Name GmbH",
+    "METERING_ISSUER_ADDRESS": "1 Old Street;10115 Berlin",
+    "METERING_ISSUER_TAX_ID": "DE111111111",
+    "METERING_PAYMENT_TERMS_DAYS": "14",
+}
+NEW_ISSUER = {
+    "METERING_ISSUER_NAME": "New Name AG",
+    "METERING_ISSUER_ADDRESS": "2 New Road;8001 Zürich",
+    "METERING_ISSUER_TAX_ID": "CHE-222.222.222",
+    "METERING_PAYMENT_TERMS_DAYS": "45",
+}
+
+
+def test_an_issued_invoice_keeps_its_issuer_and_terms_when_the_settings_change(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    import json
+
+    def export(out: Path, issuer: dict[str, str]) -> dict[str, bytes]:
+        for fmt in ("json", "csv", "pdf"):
+            args = ("--period", "2026-10", "--format", fmt, "--out", str(out / fmt))
+            ok(metering(settings, "invoices", "export", *args, **issuer))
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.*"))}
+
+    ok(metering(settings, "invoices", "close", "--period", "2026-10", **OLD_ISSUER))
+    number = invoice_rows(october, OCT)["acme"]["number"]
+    issued = export(tmp_path / "issued", OLD_ISSUER)
+    assert export(tmp_path / "later", NEW_ISSUER) == issued, "byte for byte, every file"
+    document = json.loads(issued[f"json/{number}.json"])
+    assert document["issuer"] == {
+        "name": "Old Name GmbH",
+        "address": ["1 Old Street", "10115 Berlin"],
+        "tax_id": "DE111111111",
+    }
+    assert (document["payment_terms_days"], document["due_on"]) == (
+        14,
+        (date.fromisoformat(document["issued_on"]) + timedelta(days=14)).isoformat(),
+    )
+    shown = metering(settings, "invoices", "show", number, "--format", "json", **NEW_ISSUER)
+    assert shown.stdout.encode() == issued[f"json/{number}.json"]
+
+    add_usage(october, "acme", "tiered-70b", at(3, month=11), input_tokens=1_000)
+    close_november = ("--period", "2026-11", "--tenant", "acme", "--force")
+    ok(metering(settings, "invoices", "close", *close_november, **NEW_ISSUER))
+    [(november,)] = october.execute(
+        "SELECT invoice_number FROM invoices WHERE period_label = '2026-11'"
+    ).fetchall()
+    later = json.loads(
+        ok(metering(settings, "invoices", "show", november, "--format", "json", **OLD_ISSUER))
+    )
+    assert later["issuer"]["name"] == "New Name AG" and later["payment_terms_days"] == 45
 
 
 def test_invoices_show_prints_the_exported_json_document(

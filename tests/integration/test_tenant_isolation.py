@@ -26,6 +26,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from metering.billing.events import Catalog, UsageEvent, parse_event
+from metering.billing.invoices import Issuer
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import load_price_file
 from metering.services import PostgresServer
@@ -120,6 +121,7 @@ def world(admin: psycopg.Connection, tmp_path: Path) -> psycopg.Connection:
         now=datetime.now(UTC),
         grace=timedelta(hours=24),
         late_window=timedelta(days=36_500),
+        issuer=Issuer("LLM Hosting Platform"),
     )
     for n, tenant in enumerate(TENANTS, start=1):
         add_usage(admin, tenant, at(20), 5_000 * n)  # late for the closed October

@@ -13,6 +13,7 @@ import psycopg
 
 from metering.billing.close_policy import ClosePolicy
 from metering.billing.invoice_errors import InvoiceError
+from metering.billing.invoices import Issuer
 from metering.billing.money import minor_unit
 from metering.billing.periods import BillingPeriod
 from metering.billing.pricing import PricingError
@@ -62,6 +63,7 @@ def close_period(
     grace: timedelta,
     late_window: timedelta,
     tenant_id: str | None = None,
+    issuer: Issuer,
     force: bool = False,
     progress: Progress | None = None,
 ) -> list[TenantClose]:
@@ -69,8 +71,10 @@ def close_period(
     usage, a commitment shortfall or adjustments; a closed period without invoice for the
     others. Each tenant is one transaction, so ``conn`` must be in autocommit mode; a tenant
     that fails (no price, say) is rolled back, numbers included, and reported. Running it
-    again creates nothing new. When a period may be closed is ``ClosePolicy``'s to say:
-    ``grace`` after its end, or any time after its start with ``force``."""
+    again creates nothing new. Each invoice stores ``issuer`` (name, address, tax id and
+    payment terms), which its exports print from then on. When a period may be closed is
+    ``ClosePolicy``'s to say: ``grace`` after its end, or any time after its start with
+    ``force``."""
     if not conn.autocommit:
         raise ValueError(
             "close_period runs a transaction per tenant: pass an autocommit connection"
@@ -84,10 +88,10 @@ def close_period(
     for done, tenant in enumerate(tenants, start=1):
         try:
             try:
-                result = _close_tenant(conn, ctx, tenant, label, now, policy, force, summed)
+                result = _close_tenant(conn, ctx, tenant, label, now, policy, force, issuer, summed)
             except BookChangedError:  # an import came in: read the book again, then go on
                 ctx, summed = BillingContext.load(conn, late_window, tenant_id), {}
-                result = _close_tenant(conn, ctx, tenant, label, now, policy, force, summed)
+                result = _close_tenant(conn, ctx, tenant, label, now, policy, force, issuer, summed)
         except (PricingError, InvoiceError, BillingError) as exc:
             result = TenantClose(tenant, label, Outcome.FAILED, detail=str(exc))
         results.append(result)
@@ -139,6 +143,7 @@ def _close_tenant(
     now: datetime,
     policy: ClosePolicy,
     force: bool,
+    issuer: Issuer,
     summed: Mapping[BillingPeriod, Mapping[str, Sequence[Summed]]],
 ) -> TenantClose:
     period = ctx.period(tenant_id, label)
@@ -167,7 +172,7 @@ def _close_tenant(
         rows = bulk.get(tenant_id, []) if bulk is not None else None
         bill = compute_bill(conn, ctx, tenant_id, period, rows)
         with conn.pipeline():  # the writes go out together: one round trip, then commit
-            numbered = _insert_invoice(conn, bill, now) if bill.billable else None
+            numbered = _insert_invoice(conn, bill, now, issuer) if bill.billable else None
             _record_billing(conn, bill)
             number = numbered.fetchone()[0] if numbered is not None else None  # type: ignore[index]
     if number is None:
@@ -187,7 +192,9 @@ def _close_tenant(
 _INVOICE_ID: Final = "(SELECT invoice_id FROM invoices WHERE tenant_id = %s AND period_start = %s)"
 
 
-def _insert_invoice(conn: psycopg.Connection, bill: Bill, now: datetime) -> psycopg.Cursor[Any]:
+def _insert_invoice(
+    conn: psycopg.Connection, bill: Bill, now: datetime, issuer: Issuer
+) -> psycopg.Cursor[Any]:
     """Queues the invoice and its lines; the returned cursor gives its number. The number is
     taken from the series' counter row in the same statement as the invoice is inserted, so
     a transaction that rolls back leaves no gap (and holds the counter row until it ends)."""
@@ -199,11 +206,12 @@ def _insert_invoice(conn: psycopg.Connection, bill: Bill, now: datetime) -> psyc
         " ON CONFLICT (series) DO UPDATE SET last_number = c.last_number + 1"
         " RETURNING last_number)"
         " INSERT INTO invoices (invoice_number, tenant_id, tenant_name, period_label,"
-        " period_start, period_end, currency, minor_unit, subtotal, total)"
+        " period_start, period_end, currency, minor_unit, subtotal, total, issuer_name,"
+        " issuer_address, issuer_tax_id, payment_terms_days)"
         " SELECT %(series)s || '-'"
         " || lpad(last_number::text, greatest(6, length(last_number::text)), '0'),"
         " %(tenant)s, %(name)s, %(label)s, %(start)s, %(end)s, %(currency)s, %(minor)s,"
-        " %(subtotal)s, %(total)s FROM counter"
+        " %(subtotal)s, %(total)s, %(issuer)s, %(address)s, %(tax_id)s, %(terms)s FROM counter"
         " RETURNING invoice_number",
         {
             "series": series,
@@ -216,6 +224,10 @@ def _insert_invoice(conn: psycopg.Connection, bill: Bill, now: datetime) -> psyc
             "minor": minor_unit(draft.currency),
             "subtotal": draft.subtotal,
             "total": draft.total,
+            "issuer": issuer.name,
+            "address": list(issuer.address),
+            "tax_id": issuer.tax_id or None,
+            "terms": issuer.payment_terms_days,
         },
     )
     adjusted = {check.label: check.period for check in bill.late}

@@ -8,7 +8,7 @@ from typing import Any, Final
 import psycopg
 
 from metering.billing.contracts import Contract, contract_for_period, contract_history
-from metering.billing.invoices import FinalizedInvoice, InvoiceLine, LineKind
+from metering.billing.invoices import FinalizedInvoice, InvoiceLine, Issuer, LineKind
 from metering.billing.periods import BillingPeriod
 from metering.billing.pricing import TokenClass
 from metering.store.billing.contracts import all_contracts
@@ -42,11 +42,12 @@ def finalized_invoices(
     tenant_id: str | None = None,
     invoice_number: str | None = None,
 ) -> list[FinalizedInvoice]:
-    """Finalized invoices, by number, with their lines and the discount percentage of the
-    contract that governed their period."""
+    """Finalized invoices, by number, with their lines, the discount percentage of the
+    contract that governed their period, and the issuer they were finalized with."""
     headers = conn.execute(
         "SELECT invoice_id, invoice_number, tenant_id, tenant_name, period_label, period_start,"
-        " period_end, currency, status, finalized_at, subtotal, total FROM invoices"
+        " period_end, currency, status, finalized_at, subtotal, total, issuer_name,"
+        " issuer_address, issuer_tax_id, payment_terms_days FROM invoices"
         " WHERE (%(p)s::text IS NULL OR period_label = %(p)s)"
         "   AND (%(t)s::text IS NULL OR tenant_id = %(t)s)"
         "   AND (%(n)s::text IS NULL OR invoice_number = %(n)s)"
@@ -80,6 +81,7 @@ def finalized_invoices(
             discount_percent=contract_for_period(
                 contract_history(tenant, contracts.get(tenant, ())), BillingPeriod(start, end)
             ).discount_percent,
+            issuer=_issuer(issuer_name, address, tax_id, terms),
         )
         for (
             invoice_id,
@@ -94,8 +96,21 @@ def finalized_invoices(
             finalized_at,
             subtotal,
             total,
+            issuer_name,
+            address,
+            tax_id,
+            terms,
         ) in headers
     ]
+
+
+def _issuer(
+    name: str | None, address: list[str] | None, tax_id: str | None, terms: int | None
+) -> Issuer | None:
+    """The issuer stored with an invoice; ``None`` for one finalized before it was stored."""
+    if name is None or address is None or terms is None:
+        return None
+    return Issuer(name, tuple(address), tax_id or "", terms)
 
 
 def closed_invoice_for(
