@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metering.billing import close_policy
 from metering.billing.close_policy import PeriodClosedError
-from metering.cli.support import fail
+from metering.cli.support import UserError, fail
 from metering.config import get_settings
 
 
@@ -60,7 +60,15 @@ def effective_from_advice() -> Iterator[None]:
     try:
         yield
     except PeriodClosedError as exc:
-        raise fail(f"{exc}; use --effective-from {show_time(exc.closed_until)} or later") from None
+        raise advise(
+            exc, f"; use --effective-from {show_time(exc.closed_until)} or later"
+        ) from None
+
+
+def advise(exc: Exception, advice: str) -> UserError:
+    """A domain or store error (on one line, as the CLI prints every error) followed by
+    ``advice`` about the CLI's own commands and flags, which only the CLI speaks of."""
+    return fail(" ".join(f"{exc}{advice}".split()))
 
 
 def json_text(document: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -73,7 +75,7 @@ def tenants_set(
     )
     with database(autocommit=True) as conn, conn.transaction():
         cli_input.known_tenant(conn, tenant_id)
-        with effective_from_advice():
+        with effective_from_advice(), _override_currency_advice():
             contract, changed = set_contract(conn, tenant_id, start, **changes)
         # Quota periods are billing periods: a new anchor day moves them, in this transaction.
         if changed:
@@ -205,6 +207,18 @@ def tenants_override(
             f" per 1M from {entry.effective_from}"
             + (f" until {entry.effective_to}" if entry.effective_to else "")
         )
+
+
+@contextmanager
+def _override_currency_advice() -> Iterator[None]:
+    """A contract refused for an override in another currency: how to end the override."""
+    from metering.cli.billing_common import advise
+    from metering.store.billing.errors import OverrideCurrencyError
+
+    try:
+        yield
+    except OverrideCurrencyError as exc:
+        raise advise(exc, " (`metering tenants override ... --price list`)") from None
 
 
 def register(tenants_app: typer.Typer) -> None:

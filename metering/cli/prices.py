@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -71,14 +72,15 @@ def prices_import(
         raise typer.Exit(2) from None
     with database(autocommit=True) as conn:
         known_models = {m.model_id for m in catalog.list_models(conn)}
-        result = import_prices(
-            conn,
-            entries,
-            replace_changed=replace,
-            correct_invoiced=correct_invoiced,
-            dry_run=dry_run,
-            source=str(file),
-        )
+        with _import_advice():
+            result = import_prices(
+                conn,
+                entries,
+                replace_changed=replace,
+                correct_invoiced=correct_invoiced,
+                dry_run=dry_run,
+                source=str(file),
+            )
     if dry_run:
         _show_dry_run(file, result, replace=replace, correct_invoiced=correct_invoiced)
         return
@@ -98,6 +100,24 @@ def prices_import(
             fg=typer.colors.YELLOW,
             err=True,
         )
+
+
+@contextmanager
+def _import_advice() -> Iterator[None]:
+    """An import refused for want of a flag: which flag, and what it does."""
+    from metering.cli.billing_common import advise
+    from metering.store.billing.errors import PricesChangedError, PricesReachInvoicedError
+
+    try:
+        yield
+    except PricesChangedError as exc:
+        raise advise(exc, ", or pass --replace to replace the stored entries") from None
+    except PricesReachInvoicedError as exc:
+        raise advise(
+            exc,
+            ": see which invoices it would adjust with --dry-run, then import it with"
+            " --correct-invoiced to bill the difference on each tenant's next invoice",
+        ) from None
 
 
 def _warn_unknown_models(

@@ -35,6 +35,7 @@ from metering.files.price_files import load_price_file
 from metering.store import catalog, migrate
 from metering.store.billing.close import Outcome, TenantClose, close_period
 from metering.store.billing.contracts import set_contract
+from metering.store.billing.errors import PricesChangedError, PricesReachInvoicedError
 from metering.store.billing.overrides import Bands, set_override
 from metering.store.billing.price_imports import import_prices
 
@@ -864,6 +865,31 @@ def test_a_price_change_that_would_rewrite_an_invoiced_period_is_refused(
     new_block = write_price_file(tmp_path, december, "december.yaml")
     out = ok(metering(settings, "prices", "import", str(new_block), "--replace"))
     assert "4 prices added, 5 replaced" in out
+
+
+def test_the_store_says_why_an_import_is_refused_and_the_cli_which_flag_would_pass_it(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    close(october, "2026-10")
+    cheaper = write_price_file(
+        tmp_path, PRICE_FILE.replace("output: 8.00", "output: 7.00"), "cheaper.yaml"
+    )
+    with pytest.raises(PricesChangedError) as changed:
+        import_prices(october, load_price_file(cheaper))
+    with pytest.raises(PricesReachInvoicedError) as invoiced:
+        import_prices(october, load_price_file(cheaper), replace_changed=True)
+    for refusal in (changed.value, invoiced.value):
+        assert not {"--replace", "--dry-run", "--correct-invoiced"} & set(str(refusal).split())
+
+    refused = metering(settings, "prices", "import", str(cheaper))
+    assert refused.returncode == 2
+    assert refused.stderr.rstrip().endswith(", or pass --replace to replace the stored entries")
+    refused = metering(settings, "prices", "import", str(cheaper), "--replace")
+    assert refused.returncode == 2
+    assert refused.stderr.rstrip().endswith(
+        ": see which invoices it would adjust with --dry-run, then import it with"
+        " --correct-invoiced to bill the difference on each tenant's next invoice"
+    )
 
 
 # --- price corrections ---------------------------------------------------------------------------

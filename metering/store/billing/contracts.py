@@ -11,7 +11,7 @@ import psycopg
 
 from metering.billing.close_policy import check_not_closed
 from metering.billing.contracts import Contract, contract_history
-from metering.store.billing.errors import BillingError
+from metering.store.billing.errors import BillingError, OverrideCurrencyError
 from metering.store.billing.guards import closed_until, lock_tenant, require_tenant, show_moment
 from metering.store.billing.prices import overrides_of
 
@@ -179,9 +179,8 @@ def _check_override_currency(conn: psycopg.Connection, tenant_id: str, contract:
             contract.effective_from
         )
         if entry.currency != contract.currency and starts_before_end and ends_after_start:
-            raise BillingError(
+            raise OverrideCurrencyError(
                 f"{tenant_id} has a price override {entry.describe()} in {entry.currency} from"
                 f" {show_moment(entry.effective_from)}; a contract in {contract.currency} cannot"
-                " apply while it does: end it first (`metering tenants override ... --price"
-                " list`)"
+                " apply while it does: end it first"
             )

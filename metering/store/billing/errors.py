@@ -4,7 +4,20 @@ from __future__ import annotations
 
 
 class BillingError(ValueError):
-    """Something about billing a person has to fix; the message says what and how."""
+    """Something about billing a person has to fix; the message says what is wrong (the CLI
+    adds which of its commands or flags would help)."""
+
+
+class PricesChangedError(BillingError):
+    """A price file changes the price or end of entries already stored."""
+
+
+class PricesReachInvoicedError(BillingError):
+    """A price file changes prices inside periods already invoiced."""
+
+
+class OverrideCurrencyError(BillingError):
+    """A contract's currency differs from that of a price override in effect with it."""
 
 
 class BookChangedError(BillingError):

@@ -16,7 +16,7 @@ from metering.billing.pricing import PriceBook, PriceBookError, PriceEntry, Pric
 from metering.files.price_files import ImportPlan, Repricing, plan_import, repricings
 from metering.store.billing.bills import recheck
 from metering.store.billing.context import BillingContext
-from metering.store.billing.errors import BillingError
+from metering.store.billing.errors import BillingError, PricesChangedError, PricesReachInvoicedError
 from metering.store.billing.guards import PRICES_LOCK, closed_until, show_moment
 from metering.store.billing.prices import PRICE_COLUMNS, load_price_entries, price_entry_values
 
@@ -124,9 +124,9 @@ def import_prices(
     return replace(result, thresholds=thresholds, uncataloged=uncataloged)
 
 
-def _changed_refusal(plan: ImportPlan) -> BillingError:
-    """Every entry the file changes, one line each, and what to do."""
-    return BillingError(
+def _changed_refusal(plan: ImportPlan) -> PricesChangedError:
+    """Every entry the file changes, one line each, and how to write the file instead."""
+    return PricesChangedError(
         "\n".join(
             f"{new.source or new.describe()}: {new.describe()} from"
             f" {show_moment(new.effective_from)} is stored as {old.price_per_million} until"
@@ -135,7 +135,7 @@ def _changed_refusal(plan: ImportPlan) -> BillingError:
             for old, new in plan.changed
         )
         + "\nadd a new block from the moment the price changes (ending the old one"
-        " with effective_to), or pass --replace to replace the stored entries"
+        " with effective_to)"
     )
 
 
@@ -193,16 +193,16 @@ def _store_entries(conn: psycopg.Connection, plan: ImportPlan) -> None:
         )
 
 
-def _retroactive_refusal(retroactive: Sequence[Repricing], until: datetime) -> BillingError:
-    """One line: the first entry that reaches into invoiced periods, and what to do."""
+def _retroactive_refusal(
+    retroactive: Sequence[Repricing], until: datetime
+) -> PricesReachInvoicedError:
+    """One line: the first entry that reaches into invoiced periods."""
     first = retroactive[0]
     more = f" (and {len(retroactive) - 1} more entries)" if len(retroactive) > 1 else ""
-    return BillingError(
+    return PricesReachInvoicedError(
         f"{first.entry.source or first.entry.describe()}: {first.entry.describe()} changes"
         f" prices from {show_moment(first.since)}, inside periods already invoiced (until"
-        f" {show_moment(until)}){more}: see which invoices it would adjust with --dry-run, then"
-        " import it with --correct-invoiced to bill the difference on each tenant's next"
-        " invoice"
+        f" {show_moment(until)}){more}"
     )
 
 
