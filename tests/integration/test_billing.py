@@ -35,7 +35,11 @@ from metering.files.price_files import load_price_file
 from metering.store import catalog, migrate
 from metering.store.billing.close import Outcome, TenantClose, close_period
 from metering.store.billing.contracts import set_contract
-from metering.store.billing.errors import PricesChangedError, PricesReachInvoicedError
+from metering.store.billing.errors import (
+    PricesChangedError,
+    PricesReachInvoicedError,
+    UnknownTenantError,
+)
 from metering.store.billing.overrides import Bands, set_override
 from metering.store.billing.price_imports import import_prices
 
@@ -890,6 +894,14 @@ def test_the_store_says_why_an_import_is_refused_and_the_cli_which_flag_would_pa
         ": see which invoices it would adjust with --dry-run, then import it with"
         " --correct-invoiced to bill the difference on each tenant's next invoice"
     )
+
+
+def test_the_store_names_an_unknown_tenant_without_prescribing_a_command(
+    conn: psycopg.Connection,
+) -> None:
+    with pytest.raises(UnknownTenantError) as unknown:
+        set_contract(conn, "nobody", OCT, discount_percent=Decimal("5"))
+    assert str(unknown.value) == "unknown tenant 'nobody': it is not in the catalog"
 
 
 # --- price corrections ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from metering.billing.contracts import (
 from metering.billing.periods import BillingPeriod, period_for, period_from_label
 from metering.billing.pricing import PriceBook, PriceEntry
 from metering.store.billing.contracts import all_contracts
-from metering.store.billing.errors import BillingError
+from metering.store.billing.errors import UnknownTenantError
 from metering.store.billing.prices import book_revision, load_price_book, overrides_of
 
 
@@ -46,9 +46,7 @@ class BillingContext:
         )
         names: dict[str, str] = {tenant: name for tenant, name in rows}
         if tenant_id is not None and tenant_id not in names:
-            raise BillingError(
-                f"unknown tenant {tenant_id!r}: add it with `metering tenants add {tenant_id}`"
-            )
+            raise UnknownTenantError(tenant_id)
         revision = book_revision(conn)  # before the book: the book is at least this new
         return cls(
             revision=revision,

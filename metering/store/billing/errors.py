@@ -8,6 +8,13 @@ class BillingError(ValueError):
     adds which of its commands or flags would help)."""
 
 
+class UnknownTenantError(BillingError):
+    """A tenant the catalog does not have."""
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"unknown tenant {tenant_id!r}: it is not in the catalog")
+
+
 class PricesChangedError(BillingError):
     """A price file changes the price or end of entries already stored."""
 

@@ -8,7 +8,7 @@ from typing import Final
 
 import psycopg
 
-from metering.store.billing.errors import BillingError
+from metering.store.billing.errors import UnknownTenantError
 
 PRICES_LOCK: Final = "hashtextextended('metering.billing:prices', 0)"
 """An advisory lock key: an import holds it exclusively, each tenant's close shared, so that a
@@ -45,7 +45,5 @@ def require_tenant(conn: psycopg.Connection, tenant_id: str) -> str:
     row = conn.execute("SELECT display_name FROM tenants WHERE tenant_id = %s", (tenant_id,))
     found = row.fetchone()
     if found is None:
-        raise BillingError(
-            f"unknown tenant {tenant_id!r}: add it with `metering tenants add {tenant_id}`"
-        )
+        raise UnknownTenantError(tenant_id)
     return str(found[0])
