@@ -19,7 +19,8 @@ from sqlalchemy.engine import make_url
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import LIST_PRICES, load_price_file
 from metering.services.process import free_port
-from metering.store import billing, catalog, migrate
+from metering.store import catalog, migrate
+from metering.store.billing.price_imports import import_prices
 from metering.store.reconcile import read_progress
 from metering.tools.traffic import DEMO_MODELS, demo_tenants
 
@@ -51,7 +52,7 @@ def scratch_database(settings: Settings, tenants: int) -> Iterator[Settings]:
                 [catalog.ModelRow(m.model_id, m.provider, m.display_name) for m in DEMO_MODELS],
             )
             catalog.add_tenants(conn, [catalog.TenantRow(t, t) for t in demo_tenants(tenants)])
-            billing.import_prices(conn, load_price_file(LIST_PRICES))
+            import_prices(conn, load_price_file(LIST_PRICES))
         yield settings.model_copy(update={"database_url": url})
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

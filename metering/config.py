@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metering.billing.events import ValidationPolicy
-from metering.billing.invoicing import Issuer
+from metering.billing.invoices import Issuer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _BUNDLE = Path(__file__).resolve().parent / "_bundled"

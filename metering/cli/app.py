@@ -13,13 +13,15 @@ from typing import Annotated, Any
 import typer
 
 from metering.billing.events import REASONS
-from metering.billing.invoicing import period_from_label
+from metering.billing.periods import period_from_label
 from metering.billing.tokens import TOKEN_COUNTS
 from metering.cli import arguments as cli_input
 from metering.cli.bench import register as register_bench
-from metering.cli.billing import register as register_billing
+from metering.cli.contracts import register as register_contracts
+from metering.cli.invoices import register as register_invoices
 from metering.cli.logins import register as register_logins
 from metering.cli.output import Format, progress, render
+from metering.cli.prices import register as register_prices
 from metering.cli.quota import register as register_quota
 from metering.cli.support import (
     FormatOption,
@@ -31,7 +33,8 @@ from metering.cli.support import (
 )
 from metering.config import get_settings
 from metering.services import env_lines, local_services
-from metering.store import billing, catalog, reports
+from metering.store import catalog, reports
+from metering.store.billing.prices import has_price
 from metering.store.reports import UsageFilter, UsageGrouping
 from metering.tools.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants, period_span
 
@@ -176,7 +179,7 @@ def models_add(
     row = catalog.ModelRow(model_id, provider, name or model_id, long_context_above)
     with database() as conn:
         added = catalog.add_models(conn, [row])
-        priced = billing.has_price(conn, model_id, datetime.now(UTC))
+        priced = has_price(conn, model_id, datetime.now(UTC))
     typer.echo(f"model {model_id} {'added' if added else 'already exists'}")
     if not priced:
         typer.secho(
@@ -422,6 +425,8 @@ register_quota(app)
 
 register_bench(app)
 
-register_billing(app, tenants_app)
+register_prices(app)
+register_invoices(app)
+register_contracts(tenants_app)
 
 register_logins(tenants_app)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from psycopg.rows import dict_row
 
-from metering.billing.invoicing import LineKind
+from metering.billing.invoices import LineKind
 from metering.billing.quotas.limits import (
     MAX_THRESHOLD,
     MAX_TOKEN_LIMIT,
@@ -20,10 +20,13 @@ from metering.billing.quotas.limits import (
 )
 from metering.billing.utc import rfc3339
 from metering.cli import arguments as cli_input
-from metering.cli.billing import late_window, now
+from metering.cli.billing_common import late_window, now
 from metering.cli.output import Format, render
 from metering.cli.support import FormatOption, database, fail
-from metering.store import billing, quota_limits
+from metering.store import quota_limits
+from metering.store.billing.bills import compute_bill
+from metering.store.billing.context import BillingContext
+from metering.store.billing.invoices import closed_invoice_for
 
 quota_app = typer.Typer(
     help="Quotas: limits that alert (soft) or block (hard). Effective within a second.",
@@ -166,16 +169,16 @@ def quota_spend(
     rows = []
     with database() as conn:
         tenants = sorted({x.tenant_id for x in quota_limits.list_limits(conn) if x.kind.is_spend})
-        ctx = billing.BillingContext.load(conn, late_window())
+        ctx = BillingContext.load(conn, late_window())
         for tenant in tenants:
             chosen = ctx.period(tenant, period) if period else ctx.current_period(tenant, now())
-            closed, invoice = billing.closed_invoice_for(conn, tenant, chosen)
+            closed, invoice = closed_invoice_for(conn, tenant, chosen)
             if invoice is not None:
                 lines, source = invoice.lines, f"invoice {invoice.invoice_number}"
             elif closed:
                 lines, source = (), "closed, nothing billed"
             else:
-                lines, source = billing.compute_bill(conn, ctx, tenant, chosen).draft.lines, "draft"
+                lines, source = compute_bill(conn, ctx, tenant, chosen).draft.lines, "draft"
             estimated = quota_limits.estimated_spend(conn, tenant, chosen.start)
             billed = sum((x.amount for x in lines if x.kind == LineKind.USAGE), Decimal(0))
             rows.append(

@@ -220,9 +220,9 @@ def _advice(exc: BaseException) -> str:
 
 
 _USER_ERRORS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("metering.store.billing", ("BillingError",)),
+    ("metering.store.billing.errors", ("BillingError",)),
     ("metering.billing.prices", ("PricingError",)),
-    ("metering.billing.invoicing", ("InvoiceError",)),
+    ("metering.billing.invoice_errors", ("InvoiceError",)),
     ("metering.store.logins", ("LoginError",)),
 )
 """Exceptions that mean "your input cannot be used", by module: an exception of a module

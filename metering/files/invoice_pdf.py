@@ -24,8 +24,9 @@ from typing import Final
 from fontTools.ttLib import TTFont
 from fpdf import FPDF, FontFace
 
-from metering.billing.invoicing import FinalizedInvoice, InvoiceLine, Issuer, LineKind, minor_unit
-from metering.files.invoice_export import currency_totals, describe_line, usage_by_model
+from metering.billing.invoices import FinalizedInvoice, InvoiceLine, Issuer, LineKind
+from metering.billing.money import minor_unit
+from metering.files.invoice_records import currency_totals, describe_line, usage_by_model
 
 FONT: Final = "sans"
 FALLBACK: Final = "sans-cjk"
@@ -235,6 +236,7 @@ def _detail_table(pdf: _Invoice, invoice: FinalizedInvoice) -> None:
 def invoice_pdf(invoice: FinalizedInvoice, issuer: Issuer) -> bytes:
     """The invoice as a PDF: letterhead, bill-to, dates, amount due, usage per model, every
     line and the totals. Created at ``finalized_at``; nothing else varies."""
+    issuer = invoice.issued_by(issuer)
     texts = [invoice.tenant_name, issuer.name, issuer.tax_id, *issuer.address]
     texts += [line.model or "" for line in invoice.lines]
     pdf = _Invoice(f"Invoice {invoice.invoice_number}", texts)
@@ -248,8 +250,11 @@ def invoice_pdf(invoice: FinalizedInvoice, issuer: Issuer) -> bytes:
 
 
 def summary_pdf(label: str, invoices: Sequence[FinalizedInvoice], issuer: Issuer) -> bytes:
-    """A list of the period's invoices and their totals per currency."""
-    texts = [issuer.name, *(invoice.tenant_name for invoice in invoices)]
+    """A list of the period's invoices and their totals per currency, under the name of the
+    issuer that issued them (``issuer``, the settings' one, if they name several)."""
+    names = {invoice.issued_by(issuer).name for invoice in invoices}
+    issuer_name = names.pop() if len(names) == 1 else issuer.name
+    texts = [issuer_name, *(invoice.tenant_name for invoice in invoices)]
     pdf = _Invoice(f"Invoices for {label}", texts)
     created = max((invoice.finalized_at for invoice in invoices), default=None)
     if created is not None:
@@ -259,7 +264,7 @@ def summary_pdf(label: str, invoices: Sequence[FinalizedInvoice], issuer: Issuer
     pdf.cell(0, 10, f"Invoices for {label}", new_x="LMARGIN", new_y="NEXT")
     pdf.font(9, color=MUTED)
     pdf.cell(
-        0, 6, f"{issuer.name}: {len(invoices)} finalized invoices", new_x="LMARGIN", new_y="NEXT"
+        0, 6, f"{issuer_name}: {len(invoices)} finalized invoices", new_x="LMARGIN", new_y="NEXT"
     )
     pdf.ln(3)
     pdf.font(8.5)

@@ -8,7 +8,7 @@ import psycopg
 
 from metering.billing.events import Catalog
 from metering.billing.price_book import PriceBook
-from metering.store.billing import BOOK_REVISION_QUERY, load_price_book_async
+from metering.store.billing.prices import BOOK_REVISION_QUERY, load_price_book_async
 from metering.store.connection import Reconnecting
 
 

@@ -16,7 +16,7 @@ from metering.billing.logins import (
     role_name_problem,
     role_problem,
 )
-from metering.store.billing import require_tenant
+from metering.store.billing.guards import require_tenant
 
 
 class LoginError(ValueError):

@@ -13,7 +13,7 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import class_row
 
-from metering.billing.invoicing import anchor_day_of
+from metering.billing.contracts import anchor_day_of
 from metering.billing.quotas.limits import Limit
 from metering.billing.quotas.state import (
     LimitStatus,
@@ -25,7 +25,8 @@ from metering.billing.quotas.state import (
     seed_since,
 )
 from metering.billing.rating import estimate_at
-from metering.store.billing import contracts_of, load_price_book
+from metering.store.billing.contracts import contracts_of
+from metering.store.billing.prices import load_price_book
 from metering.store.hourly import HOURLY_COLUMNS, HourlyUsage
 from metering.store.quota_store import HOLD, LIMIT_COLUMNS, LOCK_SPACE, QUOTA_LOCKS, limit_from_row
 from metering.wire.quota_messages import (

@@ -25,7 +25,7 @@ from metering.billing.quotas.answer import quota_answer
 from metering.billing.quotas.state import TenantQuotaState
 from metering.config import Settings
 from metering.store import quota_store
-from metering.store.billing import load_price_book
+from metering.store.billing.prices import load_price_book
 from metering.store.connection import Reconnecting
 from streams.quota.publisher import QuotaPublisher
 from streams.quota.rules import QuotaRules

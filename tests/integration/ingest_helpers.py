@@ -30,7 +30,8 @@ from metering.billing.prices import PriceEntry
 from metering.billing.tokens import TokenClass
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import LIST_PRICES, load_price_file
-from metering.store import billing, catalog
+from metering.store import catalog
+from metering.store.billing.price_imports import import_prices
 from metering.store.reconcile import Progress, read_progress
 from metering.wire.kafka_admin import ensure_topics
 
@@ -154,7 +155,7 @@ def price_models(conn: psycopg.Connection, models: Sequence[str]) -> None:
         for tier in SERVICE_TIERS
         for token_class, price in ((TokenClass.INPUT, "1.00"), (TokenClass.OUTPUT, "2.00"))
     ]
-    billing.import_prices(conn, [*listed, *flat])
+    import_prices(conn, [*listed, *flat])
 
 
 # --- Kafka ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,22 @@ import pytest
 from conftest import Logins
 from pypdf import PdfReader
 
+from metering.billing.close_policy import PeriodClosedError
+from metering.billing.invoices import Issuer
+from metering.billing.periods import period_for
 from metering.billing.tokens import TokenClass
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import load_price_file
-from metering.store import billing, catalog, migrate
+from metering.store import catalog, migrate
+from metering.store.billing.close import Outcome, TenantClose, close_period
+from metering.store.billing.contracts import set_contract
+from metering.store.billing.errors import (
+    PricesChangedError,
+    PricesReachInvoicedError,
+    UnknownTenantError,
+)
+from metering.store.billing.overrides import Bands, set_override
+from metering.store.billing.price_imports import import_prices
 
 PRICE_FILE = """\
 # Test prices, USD per 1M tokens.
@@ -69,6 +81,7 @@ NOV = datetime(2026, 11, 1, tzinfo=UTC)
 # The test's usage is of 2026 whenever the tests run, so every closed period counts as one
 # that late usage may still reach (normally: the ingest backdating window, 35 days).
 LATE_WINDOW = timedelta(days=36_500)
+ISSUER = Issuer("LLM Hosting Platform")  # the settings' default
 LATE_ENV = {"METERING_BACKDATING_DAYS": "36500"}
 
 
@@ -162,20 +175,20 @@ def october(conn: psycopg.Connection, tmp_path: Path) -> psycopg.Connection:
     """
     catalog.add_tenants(conn, [catalog.TenantRow(t, t.title()) for t in TENANTS])
     catalog.add_models(conn, [catalog.ModelRow("sonnet", "anthropic", "Sonnet")])
-    billing.import_prices(conn, load_price_file(write_price_file(tmp_path)))
+    import_prices(conn, load_price_file(write_price_file(tmp_path)))
     since = datetime(2026, 1, 1, tzinfo=UTC)
-    billing.set_contract(conn, "globex", since, discount_percent=Decimal("10"))
-    billing.set_contract(
+    set_contract(conn, "globex", since, discount_percent=Decimal("10"))
+    set_contract(
         conn, "initech", since, discount_percent=Decimal("5"), minimum_commitment=Decimal("50.00")
     )
-    billing.set_contract(conn, "hooli", at(1, month=9), minimum_commitment=Decimal("20"))
-    billing.set_override(
+    set_contract(conn, "hooli", at(1, month=9), minimum_commitment=Decimal("20"))
+    set_override(
         conn,
         "wayne",
         model="sonnet",
         token_class=TokenClass.INPUT,
         service_tier="standard",
-        price=billing.Bands.parse("1.00"),
+        price=Bands.parse("1.00"),
         effective_from=at(1),
     )
 
@@ -332,17 +345,66 @@ def invoice_rows(conn: psycopg.Connection, period: datetime) -> dict[str, dict[s
     return result
 
 
-def close(
-    conn: psycopg.Connection, label: str, *, force: bool = False
-) -> list[billing.TenantClose]:
-    return billing.close_period(
+def close(conn: psycopg.Connection, label: str, *, force: bool = False) -> list[TenantClose]:
+    return close_period(
         conn,
         label,
         now=datetime.now(UTC),
         grace=timedelta(hours=24),
         late_window=LATE_WINDOW,
+        issuer=ISSUER,
         force=force,
     )
+
+
+# --- the close policy ----------------------------------------------------------------------------
+
+
+def test_a_period_not_due_stays_open_saying_from_when_and_the_cli_offers_force(
+    october: psycopg.Connection, settings: Settings
+) -> None:
+    current = period_for(datetime.now(UTC)).label
+    [acme] = close_period(
+        october,
+        current,
+        now=datetime.now(UTC),
+        grace=timedelta(hours=24),
+        late_window=LATE_WINDOW,
+        issuer=ISSUER,
+        tenant_id="acme",
+    )
+    assert acme.outcome == Outcome.NOT_DUE
+    assert acme.detail.startswith("can be closed from ") and "--" not in acme.detail
+
+    result = metering(settings, "invoices", "close", "--period", current, "--tenant", "acme")
+    assert result.returncode == 0, result.stderr
+    assert f"period {current} is not due yet: {acme.detail} (or now with --force)" in result.stderr
+    assert october.execute("SELECT count(*) FROM period_billing").fetchone() == (0,)
+
+
+def test_a_contract_change_inside_an_invoiced_period_is_refused_and_the_cli_says_from_when(
+    october: psycopg.Connection, settings: Settings
+) -> None:
+    close(october, "2026-10")
+    with pytest.raises(PeriodClosedError) as refused:
+        set_contract(october, "acme", at(20), discount_percent=Decimal("5"))
+    assert refused.value.closed_until == at(1, month=11)
+    assert "--" not in str(refused.value), "the store says what is wrong, not which flag to use"
+
+    result = metering(
+        settings,
+        "tenants",
+        "set",
+        "acme",
+        "--discount-percent",
+        "5",
+        "--effective-from",
+        "2026-10-20",
+    )
+    assert result.returncode == 2, result.stderr
+    advice = "use --effective-from 2026-11-01T00:00:00Z or later"
+    assert f"{refused.value}; {advice}" in result.stderr
+    assert result.stderr.count("\n") == 1, "one line"
 
 
 # --- invoices add up -----------------------------------------------------------------------------
@@ -638,12 +700,13 @@ def test_late_usage_becomes_an_adjustment_and_the_closed_invoice_never_changes(
     assert invoice_rows(october, OCT)["acme"]["total"] == Decimal("3.34")
 
     # the next close finds nothing more to adjust
-    billing.close_period(
+    close_period(
         october,
         "2026-12",
         now=datetime(2027, 1, 5, tzinfo=UTC),
         grace=timedelta(hours=24),
         late_window=LATE_WINDOW,
+        issuer=ISSUER,
     )
     assert "acme" not in invoice_rows(october, datetime(2026, 12, 1, tzinfo=UTC))
 
@@ -654,12 +717,13 @@ def test_a_period_past_its_late_window_is_not_compared_again(
     close(october, "2026-10")
     # usage that ingest could not accept any more (older than its backdating window)
     add_usage(october, "acme", "tiered-70b", at(25, 3), input_tokens=100_000)
-    billing.close_period(
+    close_period(
         october,
         "2026-11",
         now=datetime.now(UTC),
         grace=timedelta(0),
         late_window=timedelta(0),
+        issuer=ISSUER,
         force=True,
     )
     assert "acme" not in invoice_rows(october, NOV)
@@ -807,6 +871,39 @@ def test_a_price_change_that_would_rewrite_an_invoiced_period_is_refused(
     assert "4 prices added, 5 replaced" in out
 
 
+def test_the_store_says_why_an_import_is_refused_and_the_cli_which_flag_would_pass_it(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    close(october, "2026-10")
+    cheaper = write_price_file(
+        tmp_path, PRICE_FILE.replace("output: 8.00", "output: 7.00"), "cheaper.yaml"
+    )
+    with pytest.raises(PricesChangedError) as changed:
+        import_prices(october, load_price_file(cheaper))
+    with pytest.raises(PricesReachInvoicedError) as invoiced:
+        import_prices(october, load_price_file(cheaper), replace_changed=True)
+    for refusal in (changed.value, invoiced.value):
+        assert not {"--replace", "--dry-run", "--correct-invoiced"} & set(str(refusal).split())
+
+    refused = metering(settings, "prices", "import", str(cheaper))
+    assert refused.returncode == 2
+    assert refused.stderr.rstrip().endswith(", or pass --replace to replace the stored entries")
+    refused = metering(settings, "prices", "import", str(cheaper), "--replace")
+    assert refused.returncode == 2
+    assert refused.stderr.rstrip().endswith(
+        ": see which invoices it would adjust with --dry-run, then import it with"
+        " --correct-invoiced to bill the difference on each tenant's next invoice"
+    )
+
+
+def test_the_store_names_an_unknown_tenant_without_prescribing_a_command(
+    conn: psycopg.Connection,
+) -> None:
+    with pytest.raises(UnknownTenantError) as unknown:
+        set_contract(conn, "nobody", OCT, discount_percent=Decimal("5"))
+    assert str(unknown.value) == "unknown tenant 'nobody': it is not in the catalog"
+
+
 # --- price corrections ---------------------------------------------------------------------------
 
 SONNET_FROM_OCT_15 = "    standard: {input: 2.00, cached_input: 0.20, output: 10.00}\n"
@@ -927,24 +1024,26 @@ def test_a_correction_is_billed_once_and_a_later_one_only_by_its_own_difference(
     assert len(november["wayne"]["lines"]) == 2
     assert marks(october) == written[:2], "the adjusted periods are no longer marked"
     ok(metering(settings, "prices", "import", str(fix), *flags))
-    billing.close_period(
+    close_period(
         october,
         "2026-12",
         now=at(5, month=1) + timedelta(days=365),
         grace=timedelta(0),
         late_window=timedelta(0),
+        issuer=ISSUER,
     )
     assert "wayne" not in invoice_rows(october, datetime(2026, 12, 1, tzinfo=UTC))
 
     # output from Oct 15 is corrected once more, to 11.00: December adjusts 12.00 -> 11.00 only
     second = write_price_file(tmp_path, SONNET_UP.replace("output: 12.00", "output: 11.00"))
     ok(metering(settings, "prices", "import", str(second), *flags))
-    billing.close_period(
+    close_period(
         october,
         "2027-01",
         now=at(5, month=2) + timedelta(days=365),
         grace=timedelta(0),
         late_window=timedelta(0),
+        issuer=ISSUER,
     )
     january = invoice_rows(october, datetime(2027, 1, 1, tzinfo=UTC))
     assert sorted(january["wayne"]["lines"], key=str) == sorted(
@@ -963,7 +1062,7 @@ def test_a_close_never_bills_with_prices_an_import_changed_meanwhile(
     importer = psycopg.connect(settings.psycopg_dsn)
     importer.execute("SELECT 1")  # a transaction is open: the import runs in it, uncommitted
     entries = load_price_file(write_price_file(tmp_path, SONNET_UP, "fix.yaml"))
-    billing.import_prices(importer, entries, replace_changed=True)  # October is not closed yet
+    import_prices(importer, entries, replace_changed=True)  # October is not closed yet
     with (
         psycopg.connect(settings.psycopg_dsn, autocommit=True) as closer,
         ThreadPoolExecutor(1) as pool,
@@ -1204,6 +1303,88 @@ def test_export_writes_one_file_per_invoice_and_a_summary(
     assert numbers[1] in text and "Account: globex" in text and "Amount due 8.37" in text
 
 
+def test_exporting_one_tenant_into_a_period_export_keeps_the_period_summary(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    import json
+
+    close(october, "2026-10")
+    for fmt in ("json", "csv", "pdf"):
+        out = tmp_path / fmt
+
+        def export(*only: str, fmt: str = fmt, out: Path = out) -> str:
+            args = ("--period", "2026-10", "--format", fmt, "--out", str(out), *only)
+            return ok(metering(settings, "invoices", "export", *args))
+
+        export()
+        summary = out / f"summary-2026-10.{fmt}"
+        period_summary = summary.read_bytes()
+        said = export("--tenant", "globex")
+        assert summary.read_bytes() == period_summary, "the period's summary is left as it is"
+        assert f"summary-2026-10-globex.{fmt}" in said
+        assert (out / f"summary-2026-10-globex.{fmt}").exists()
+
+    everyone = json.loads((tmp_path / "json" / "summary-2026-10.json").read_text())
+    globex = json.loads((tmp_path / "json" / "summary-2026-10-globex.json").read_text())
+    assert len(everyone["invoices"]) == 5
+    assert [i["tenant_id"] for i in globex["invoices"]] == ["globex"]
+    assert globex["totals"] == [{"currency": "USD", "invoices": 1, "total": "8.37"}]
+
+
+OLD_ISSUER = {
+    "METERING_ISSUER_NAME": "Old Name GmbH",
+    "METERING_ISSUER_ADDRESS": "1 Old Street;10115 Berlin",
+    "METERING_ISSUER_TAX_ID": "DE111111111",
+    "METERING_PAYMENT_TERMS_DAYS": "14",
+}
+NEW_ISSUER = {
+    "METERING_ISSUER_NAME": "New Name AG",
+    "METERING_ISSUER_ADDRESS": "2 New Road;8001 Zürich",
+    "METERING_ISSUER_TAX_ID": "CHE-222.222.222",
+    "METERING_PAYMENT_TERMS_DAYS": "45",
+}
+
+
+def test_an_issued_invoice_keeps_its_issuer_and_terms_when_the_settings_change(
+    october: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    import json
+
+    def export(out: Path, issuer: dict[str, str]) -> dict[str, bytes]:
+        for fmt in ("json", "csv", "pdf"):
+            args = ("--period", "2026-10", "--format", fmt, "--out", str(out / fmt))
+            ok(metering(settings, "invoices", "export", *args, **issuer))
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.*"))}
+
+    ok(metering(settings, "invoices", "close", "--period", "2026-10", **OLD_ISSUER))
+    number = invoice_rows(october, OCT)["acme"]["number"]
+    issued = export(tmp_path / "issued", OLD_ISSUER)
+    assert export(tmp_path / "later", NEW_ISSUER) == issued, "byte for byte, every file"
+    document = json.loads(issued[f"json/{number}.json"])
+    assert document["issuer"] == {
+        "name": "Old Name GmbH",
+        "address": ["1 Old Street", "10115 Berlin"],
+        "tax_id": "DE111111111",
+    }
+    assert (document["payment_terms_days"], document["due_on"]) == (
+        14,
+        (date.fromisoformat(document["issued_on"]) + timedelta(days=14)).isoformat(),
+    )
+    shown = metering(settings, "invoices", "show", number, "--format", "json", **NEW_ISSUER)
+    assert shown.stdout.encode() == issued[f"json/{number}.json"]
+
+    add_usage(october, "acme", "tiered-70b", at(3, month=11), input_tokens=1_000)
+    close_november = ("--period", "2026-11", "--tenant", "acme", "--force")
+    ok(metering(settings, "invoices", "close", *close_november, **NEW_ISSUER))
+    [(november,)] = october.execute(
+        "SELECT invoice_number FROM invoices WHERE period_label = '2026-11'"
+    ).fetchall()
+    later = json.loads(
+        ok(metering(settings, "invoices", "show", november, "--format", "json", **OLD_ISSUER))
+    )
+    assert later["issuer"]["name"] == "New Name AG" and later["payment_terms_days"] == 45
+
+
 def test_invoices_show_prints_the_exported_json_document(
     october: psycopg.Connection, settings: Settings, tmp_path: Path
 ) -> None:
@@ -1396,9 +1577,7 @@ def test_closing_a_month_of_1000_tenants_and_10_models(
             ]
         else:
             lines.append("    standard: {input: 1.00, cached_input: 0.25, output: 4.00}")
-    billing.import_prices(
-        conn, load_price_file(write_price_file(tmp_path, "\n".join(lines) + "\n"))
-    )
+    import_prices(conn, load_price_file(write_price_file(tmp_path, "\n".join(lines) + "\n")))
     conn.execute(
         "INSERT INTO tenants (tenant_id, display_name)"
         " SELECT 'tenant-' || lpad(n::text, 4, '0'), 'Tenant ' || n FROM generate_series(1, 1000) n"

@@ -15,7 +15,8 @@ from metering.config import Settings
 from metering.files.price_files import LIST_PRICES, load_price_file
 from metering.produce.producer import produce
 from metering.services import KafkaBroker, PostgresServer
-from metering.store import billing, catalog
+from metering.store import catalog
+from metering.store.billing.price_imports import import_prices
 from metering.store.reconcile import read_progress, reconcile
 from metering.tools.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants
 from metering.wire.kafka_admin import ensure_topics
@@ -41,7 +42,7 @@ def seed_and_produce(settings: Settings) -> TrafficPlan:
         catalog.add_models(
             conn, [catalog.ModelRow(m.model_id, m.provider, m.display_name) for m in DEMO_MODELS]
         )
-        billing.import_prices(conn, load_price_file(LIST_PRICES))
+        import_prices(conn, load_price_file(LIST_PRICES))
     plan = TrafficPlan(spec)
     asyncio.run(ensure_topics(settings))
     asyncio.run(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from ingest_helpers import progress, wait_until_processed
 
-from metering.billing.invoicing import period_for
+from metering.billing.periods import period_for
 from metering.config import PROJECT_ROOT, Settings
 
 EVENTS = 2_000

@@ -18,7 +18,7 @@ from conftest import WorkerProcess
 from ingest_helpers import event, message, metering, produce, seed_catalog, wait_until_processed
 from test_quota_enforcement import ask, eventually, read_topic
 
-from metering.billing.invoicing import BillingPeriod, period_for
+from metering.billing.periods import BillingPeriod, period_for
 from metering.billing.utc import rfc3339
 from metering.config import Settings
 from metering.wire.quota_messages import state_from_json

@@ -26,10 +26,13 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from metering.billing.events import Catalog, UsageEvent, parse_event
+from metering.billing.invoices import Issuer
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import load_price_file
 from metering.services import PostgresServer
-from metering.store import billing, catalog, migrate
+from metering.store import catalog, migrate
+from metering.store.billing.close import close_period
+from metering.store.billing.price_imports import import_prices
 from metering.store.ledger import Ledger, SourceRecord
 
 TENANTS = ("acme", "globex")
@@ -108,16 +111,17 @@ def world(admin: psycopg.Connection, tmp_path: Path) -> psycopg.Connection:
     catalog.add_tenants(admin, [catalog.TenantRow(t, t.title()) for t in TENANTS])
     catalog.add_models(admin, [catalog.ModelRow("m1", "meta", "M1")])
     (tmp_path / "prices.yaml").write_text(PRICES)
-    billing.import_prices(admin, load_price_file(tmp_path / "prices.yaml"))
+    import_prices(admin, load_price_file(tmp_path / "prices.yaml"))
     for n, tenant in enumerate(TENANTS, start=1):
         add_usage(admin, tenant, at(3), 1_000_000 * n)
         add_usage(admin, tenant, at(12), 300_000 * n)
-    billing.close_period(
+    close_period(
         admin,
         "2026-10",
         now=datetime.now(UTC),
         grace=timedelta(hours=24),
         late_window=timedelta(days=36_500),
+        issuer=Issuer("LLM Hosting Platform"),
     )
     for n, tenant in enumerate(TENANTS, start=1):
         add_usage(admin, tenant, at(20), 5_000 * n)  # late for the closed October

@@ -14,12 +14,12 @@ from metering.billing.events import (
     Catalog,
     Reason,
     Rejection,
-    Usage,
     UsageEvent,
     ValidationPolicy,
     event_to_json,
     parse_event,
 )
+from metering.billing.tokens import Usage
 
 NOW = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)
 EVENT_ID = "0b7e3f0c-5a8e-4c1e-9d2a-3f6b8c1d2e4f"

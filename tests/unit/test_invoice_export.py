@@ -15,24 +15,18 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from metering.billing.invoicing import (
-    FinalizedInvoice,
-    InvoiceLine,
-    Issuer,
-    LineKind,
-    period_from_label,
-)
+from metering.billing.invoices import FinalizedInvoice, InvoiceLine, Issuer, LineKind
+from metering.billing.periods import period_from_label
 from metering.billing.tokens import TokenClass
-from metering.files.invoice_export import (
-    ExportFormat,
+from metering.files.invoice_export import ExportFormat, export_invoices
+from metering.files.invoice_pdf import invoice_pdf, summary_pdf
+from metering.files.invoice_records import (
     describe_line,
-    export_invoices,
     invoice_csv,
     invoice_json,
     summary_csv,
     summary_json,
 )
-from metering.files.invoice_pdf import invoice_pdf, summary_pdf
 
 FINALIZED = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
@@ -319,3 +313,23 @@ def test_export_writes_each_invoice_and_the_summary_and_again_the_same(
     assert {p.name: p.read_bytes() for p in paths} == first
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(first), "no temporary files left"
     assert done == [(1, 1)]
+
+
+def test_an_invoice_prints_the_issuer_it_was_finalized_with_not_todays_settings() -> None:
+    issued = replace(INVOICE, issuer=ISSUER)
+    today = Issuer(name="Renamed Ltd", address=("Elsewhere 9",), payment_terms_days=60)
+    for write in (invoice_json, invoice_csv, invoice_pdf):
+        assert write(issued, today) == write(INVOICE, ISSUER), write.__name__
+    document = json.loads(invoice_json(issued, today))
+    assert (document["issuer"]["name"], document["payment_terms_days"]) == (
+        "Nimbus Inference AG",
+        14,
+    )
+    assert summary_json("2026-10", [issued], today) == summary_json("2026-10", [INVOICE], ISSUER)
+    assert summary_pdf("2026-10", [issued], today) == summary_pdf("2026-10", [INVOICE], ISSUER)
+
+
+def test_an_invoice_finalized_before_issuers_were_stored_prints_the_settings_issuer() -> None:
+    document = json.loads(invoice_json(INVOICE, ISSUER))
+    assert document["issuer"]["name"] == "Nimbus Inference AG"
+    assert "Renamed Ltd" in pdf_text(invoice_pdf(INVOICE, replace(ISSUER, name="Renamed Ltd")))

@@ -10,27 +10,21 @@ from typing import Any
 
 import pytest
 
-from metering.billing.invoicing import (
-    BillingPeriod,
-    Contract,
-    ContractError,
+from metering.billing.contracts import Contract, ContractError, anchor_day_of, contract_for_period
+from metering.billing.invoice_errors import InvoiceError
+from metering.billing.invoices import (
     InvoiceDraft,
-    InvoiceError,
     InvoiceLine,
     LineKind,
-    UsageRow,
     adjustment_lines,
-    anchor_day_of,
-    billing_period_of,
     build_invoice,
-    contract_for_period,
-    period_for,
-    period_from_label,
-    round_money,
 )
+from metering.billing.money import round_money
+from metering.billing.periods import BillingPeriod, billing_period_of, period_for, period_from_label
 from metering.billing.price_book import PriceBook
 from metering.billing.prices import CurrencyMismatchError, PriceEntry
 from metering.billing.tokens import TokenClass
+from metering.billing.usage_rows import UsageRow
 
 SINCE = datetime(2025, 1, 1, tzinfo=UTC)
 OCT = period_from_label("2026-10")

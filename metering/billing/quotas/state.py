@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Final, NamedTuple
 
 from metering.billing.events import UsageEvent
-from metering.billing.invoicing import billing_period_of
+from metering.billing.periods import billing_period_of
 from metering.billing.quotas.limits import (
     DEFAULT_POLICY,
     MINUTE,
