@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from bench.harness import dsn, metering
+from bench.harness import dsn
 from bench.report import Case, Figure, Target
 from metering.config import PROJECT_ROOT, Settings
+from metering.services.worker import metering_command
 from metering.tools.traffic import DEMO_MODELS, demo_tenants
 
 TARGET_S = 10.0  # for 1,000 tenants x 10 models
@@ -59,7 +60,7 @@ def period(today: datetime) -> tuple[datetime, datetime]:
 def run_metering(settings: Settings, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.perf_counter()
     done = subprocess.run(
-        metering(*args),
+        metering_command(*args),
         env=settings.child_env(),
         cwd=PROJECT_ROOT,
         capture_output=True,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
-from conftest import admin_dsn
 
 from bench.run import CASES, BenchConfig, run_bench
 from metering.config import Settings
 from metering.services import KafkaBroker, PostgresServer
+from metering.services.scratch import admin_dsn
 
 TINY = BenchConfig(
     events=3_000,

@@ -12,7 +12,6 @@ import csv
 import io
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,13 +22,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import Logins
 from pypdf import PdfReader
 
 from metering.billing.pricing import TokenClass
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import load_price_file
+from metering.services.process import poll_until
 from metering.store import billing, catalog, migrate
+from tests.support import cli
+from tests.support.cli import succeeded as ok
+from tests.support.logins import Logins
+from tests.support.usage import add_usage
 
 PRICE_FILE = """\
 # Test prices, USD per 1M tokens.
@@ -89,12 +92,6 @@ def this_year() -> int:
 
 
 @pytest.fixture
-def settings(base_settings: Settings, database: str) -> Settings:
-    """Settings with the test's own database (billing needs no Kafka)."""
-    return base_settings.model_copy(update={"database_url": database})
-
-
-@pytest.fixture
 def conn(settings: Settings) -> Iterator[psycopg.Connection]:
     with psycopg.connect(settings.psycopg_dsn, autocommit=True) as connection:
         yield connection
@@ -102,44 +99,7 @@ def conn(settings: Settings) -> Iterator[psycopg.Connection]:
 
 def metering(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Runs ``metering ARGS`` as a user would, against the test's database."""
-    return subprocess.run(
-        [sys.executable, "-m", "metering.cli", *args],
-        env={**settings.child_env(), **LATE_ENV, **env},
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def add_usage(
-    conn: psycopg.Connection,
-    tenant: str,
-    model: str,
-    hour: datetime,
-    *,
-    input_tokens: int,
-    output_tokens: int = 0,
-    cached: int = 0,
-    tier: str = "standard",
-    long_context: bool = False,
-) -> None:
-    """What ingest does with one event: add it to its hourly aggregate row."""
-    conn.execute(
-        "INSERT INTO usage_hourly AS h (tenant_id, model, service_tier, long_context, hour,"
-        " events, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,"
-        " reasoning_tokens) VALUES (%s, %s, %s, %s, %s, 1, %s, %s, 0, %s, 0)"
-        " ON CONFLICT (tenant_id, model, service_tier, long_context, hour) DO UPDATE SET"
-        " events = h.events + 1, input_tokens = h.input_tokens + EXCLUDED.input_tokens,"
-        " cached_input_tokens = h.cached_input_tokens + EXCLUDED.cached_input_tokens,"
-        " output_tokens = h.output_tokens + EXCLUDED.output_tokens, updated_at = now()",
-        (tenant, model, tier, long_context, hour, input_tokens, cached, output_tokens),
-    )
+    return cli.metering(settings, *args, env={**LATE_ENV, **env}, timeout_s=300)
 
 
 def write_price_file(tmp_path: Path, text: str = PRICE_FILE, name: str = "prices.yaml") -> Path:
@@ -969,12 +929,14 @@ def test_a_close_never_bills_with_prices_an_import_changed_meanwhile(
         ThreadPoolExecutor(1) as pool,
     ):
         closing = pool.submit(close, closer, "2026-10")  # reads the book before the import
-        deadline = time.monotonic() + 30
-        while not october.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ).fetchone()[0]:  # type: ignore[index]
-            assert time.monotonic() < deadline, "the close did not wait for the import"
+
+        def close_waits() -> bool:
             assert not closing.done(), closing.result()
+            return october.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone() != (0,)
+
+        poll_until(close_waits, "the close waiting for the import", timeout_s=30)
         importer.commit()
         importer.close()
         closing.result(timeout=60)

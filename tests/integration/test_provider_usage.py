@@ -9,18 +9,12 @@ from decimal import Decimal
 
 import anthropic
 import psycopg
-from ingest_helpers import (
-    billed_hourly,
-    message,
-    metering,
-    produce,
-    seed_catalog,
-    wait_until_processed,
-)
 
 from metering.config import Settings
 from metering.produce.producer import usage_event
 from metering.produce.providers import TokenUsage, from_anthropic
+from tests.support.cli import metering
+from tests.support.ingest import billed_hourly, message, produce, seed_catalog, wait_until_processed
 
 
 def test_anthropic_one_hour_cache_writes_are_billed_apart_and_old_events_stay_duplicates(

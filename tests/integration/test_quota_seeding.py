@@ -14,13 +14,15 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import WorkerProcess
-from ingest_helpers import event, message, metering, produce, seed_catalog, wait_until_processed
-from test_quota_enforcement import ask, eventually, read_topic
+from test_quota_enforcement import ask, read_topic
 
 from metering.billing.invoicing import BillingPeriod, period_for
 from metering.billing.quotas import state_from_json
 from metering.config import Settings
+from metering.services.worker import WorkerProcess
+from tests.support.cli import metering
+from tests.support.ingest import event, message, produce, seed_catalog, wait_until_processed
+from tests.support.waiting import eventually
 
 StartWorker = Callable[..., WorkerProcess]
 TENANT = "hooli"
