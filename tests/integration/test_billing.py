@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -1332,61 +1330,3 @@ def test_downgrading_revokes_in_this_database_and_keeps_the_shared_roles(
             "SELECT has_schema_privilege('public', 'public', 'USAGE')"
         ).fetchone() == (True,)
     migrate.upgrade(empty_database)
-
-
-# --- a large close -------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("METERING_RUN_SLOW") != "1", reason="set METERING_RUN_SLOW=1")
-def test_closing_a_month_of_1000_tenants_and_10_models(
-    conn: psycopg.Connection, settings: Settings, tmp_path: Path
-) -> None:
-    """1,000 tenants x 10 models x 744 hours = 7.44 million hourly rows, written hour by hour
-    as ingest writes them, closed in one run."""
-    models = [f"bench-{n}" for n in range(10)]
-    lines = ["currency: USD", "prices:"]
-    for n, model in enumerate(models):
-        lines += [f"  - model: {model}", "    effective_from: 2026-01-01"]
-        if n % 3 == 0:  # a third of the models have graduated bands
-            lines += [
-                "    standard:",
-                "      input:",
-                "        - {up_to: 50_000_000, price: 2.00}",
-                "        - {price: 1.50}",
-                "      output: 8.00",
-            ]
-        else:
-            lines.append("    standard: {input: 1.00, cached_input: 0.25, output: 4.00}")
-    billing.import_prices(
-        conn, load_price_file(write_price_file(tmp_path, "\n".join(lines) + "\n"))
-    )
-    conn.execute(
-        "INSERT INTO tenants (tenant_id, display_name)"
-        " SELECT 'tenant-' || lpad(n::text, 4, '0'), 'Tenant ' || n FROM generate_series(1, 1000) n"
-    )
-    started = time.monotonic()
-    conn.execute(
-        """
-        INSERT INTO usage_hourly (tenant_id, model, service_tier, long_context, hour, events,
-            input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-            reasoning_tokens)
-        SELECT 'tenant-' || lpad(t::text, 4, '0'), 'bench-' || m, 'standard', false, h, 3,
-               100000 + (t * 7 + m * 13 + extract(epoch FROM h)::bigint / 3600 % 97) * 11,
-               1000 * m, 0, 20000 + t % 50, 0
-          FROM generate_series('2026-10-01'::timestamptz, '2026-10-31 23:00', '1 hour') h,
-               generate_series(1, 1000) t, generate_series(0, 9) m
-        """
-    )
-    conn.execute("VACUUM ANALYZE usage_hourly")
-    generated = time.monotonic() - started
-
-    started = time.monotonic()
-    result = metering(settings, "invoices", "close", "--period", "2026-10", "--format", "json")
-    elapsed = time.monotonic() - started
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert conn.execute("SELECT count(*) FROM invoices").fetchone() == (1000,)
-    assert conn.execute("SELECT max(invoice_number) FROM invoices").fetchone() == (
-        f"INV-{this_year()}-001000",
-    )
-    print(f"\ngenerated 7.44M rows in {generated:.1f}s; closed 1,000 tenants in {elapsed:.1f}s")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -463,17 +462,19 @@ def test_lag_waits_for_the_worker_to_catch_up_and_usage_then_shows_exact_totals(
 
 def wait_for_a_blocked_batch(
     settings: Settings, worker: WorkerProcess, timeout_s: float = 30
-) -> None:
-    """Waits until the worker's batch transaction is waiting for a row lock."""
-    with psycopg.connect(settings.psycopg_dsn, autocommit=True) as conn:
+) -> Callable[[], bool]:
+    """Waits until the worker's batch transaction is waiting for a row lock; a check that it
+    still is."""
 
-        def blocked() -> bool:
+    def blocked() -> bool:
+        with psycopg.connect(settings.psycopg_dsn, autocommit=True) as conn:
             return conn.execute(
                 "SELECT exists(SELECT FROM pg_stat_activity"
                 " WHERE datname = current_database() AND wait_event_type = 'Lock')"
             ).fetchone() == (True,)
 
-        worker.wait_until(blocked, "the worker's next batch waiting for a row lock", timeout_s)
+    worker.wait_until(blocked, "the worker's next batch waiting for a row lock", timeout_s)
+    return blocked
 
 
 def test_sigterm_in_the_middle_of_a_batch_stops_cleanly_and_a_restart_loses_and_doubles_nothing(
@@ -492,10 +493,10 @@ def test_sigterm_in_the_middle_of_a_batch_stops_cleanly_and_a_restart_loses_and_
             "SELECT * FROM ingest_progress WHERE topic = %s FOR UPDATE", (settings.topic_usage,)
         )
         produce(settings, [message(e) for e in during])
-        wait_for_a_blocked_batch(settings, worker)
+        blocked = wait_for_a_blocked_batch(settings, worker)
         worker.proc.send_signal(signal.SIGTERM)
-        time.sleep(1.0)
-        assert worker.proc.poll() is None  # still finishing its batch
+        worker.wait_for_log("Signal received")
+        assert blocked(), "the worker gave up the batch it was writing when told to stop"
         blocker.rollback()
     assert worker.terminate() == 0
     stopped_at = progress(settings).processed
