@@ -13,7 +13,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -36,7 +36,9 @@ from metering.files.invoice_export import (
     summary_name,
 )
 from metering.files.price_files import PriceFileError, load_price_file
-from metering.store import billing, catalog, quota_store
+
+if TYPE_CHECKING:
+    from metering.store import billing
 
 
 class BillingSettings(BaseSettings):
@@ -119,6 +121,8 @@ def prices_import(
     period already invoiced is a correction: the finalized invoice stays as it is, and the
     difference goes on the tenant's next invoice (--correct-invoiced).
     """
+    from metering.store import billing, catalog
+
     try:
         entries = load_price_file(file)
     except PriceFileError as exc:
@@ -242,6 +246,8 @@ def prices_list(
     fmt: FormatOption = Format.table,
 ) -> None:
     """List the list prices in effect at a moment, per 1M tokens."""
+    from metering.store import billing
+
     moment = cli_input.moment(at, "--at") if at is not None else now()
     with database(autocommit=True) as conn:
         cli_input.known(conn, model=model)
@@ -295,6 +301,8 @@ def tenants_set(
     discount, no commitment). The contract that took effect last during a period governs
     that whole period. A change cannot take effect inside a period already invoiced.
     """
+    from metering.store import billing, quota_store
+
     changes: dict[str, Any] = {}
     if currency is not None:
         changes["currency"] = currency.upper()
@@ -345,6 +353,8 @@ def tenants_contract(
     Before its first contract a tenant is billed on the default terms (USD, list prices,
     calendar months), shown as the first row.
     """
+    from metering.store import billing
+
     with database(autocommit=True) as conn:
         cli_input.known_tenant(conn, tenant_id)
         history = billing.contract_history(tenant_id, billing.contracts_of(conn, tenant_id))
@@ -413,6 +423,8 @@ def tenants_override(
     the contract's currency; other classes stay at list price. A new override ends the one
     in effect at its start. Times must be on whole hours.
     """
+    from metering.store import billing
+
     if token_class not in TOKEN_CLASSES:
         raise fail(f"--token-class {token_class!r} is not one of {', '.join(TOKEN_CLASSES)}")
     if tier not in SERVICE_TIERS:
@@ -493,6 +505,8 @@ def invoices_preview(
     Computed on the fly from the hourly usage, with the adjustments that late usage of
     closed periods will add. A period already closed shows its finalized invoice.
     """
+    from metering.store import billing
+
     period = cli_input.optional_period(period)
     with database(autocommit=True) as conn:
         cli_input.known_tenant(conn, tenant)
@@ -542,6 +556,8 @@ def invoices_close(
     Late usage of closed periods becomes adjustment lines. Exits 1 if a tenant could not be
     billed (the others are).
     """
+    from metering.store import billing
+
     label = cli_input.period(period)
     grace = timedelta(hours=BillingSettings().invoice_grace_hours)
     started = time.monotonic()
@@ -599,6 +615,8 @@ def invoices_list(
     fmt: FormatOption = Format.table,
 ) -> None:
     """List finalized invoices by number."""
+    from metering.store import billing
+
     period = cli_input.optional_period(period)
     with database(autocommit=True) as conn:
         cli_input.known(conn, tenant=tenant)
@@ -627,6 +645,8 @@ def invoices_show(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Show one finalized invoice with its lines."""
+    from metering.store import billing
+
     with database(autocommit=True) as conn:
         found = billing.finalized_invoices(conn, invoice_number=number)
     if not found:
@@ -672,6 +692,8 @@ def invoices_export(
     One OUT/NUMBER.FORMAT per invoice and OUT/summary-PERIOD.FORMAT. Files depend only on
     the stored invoices: exporting again gives identical bytes.
     """
+    from metering.store import billing
+
     label = cli_input.period(period)
     cli_input.output_directory(out)
     with database(autocommit=True) as conn:

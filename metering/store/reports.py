@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg.rows import dict_row
+if TYPE_CHECKING:  # psycopg is loaded by the query, not by `metering --help` (UsageGrouping)
+    import psycopg
 
 TOKEN_COLUMNS = (
     "input_tokens",
@@ -64,6 +64,8 @@ def usage(
         "start": where.start,
         "end": where.end,
     }
+    from psycopg.rows import dict_row
+
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, params).fetchall()
     return [label, "events", *TOKEN_COLUMNS], rows
@@ -80,6 +82,8 @@ def dead_letter_summary(conn: psycopg.Connection) -> tuple[list[str], list[dict[
          GROUP BY reason
          ORDER BY count(*) DESC, reason
     """
+    from psycopg.rows import dict_row
+
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query).fetchall()
     return ["reason", "events", "awaiting_replay", "last_seen", "latest_detail"], rows
@@ -93,6 +97,8 @@ def conflicts(conn: psycopg.Connection, limit: int) -> tuple[list[str], list[dic
           FROM ledger_conflicts c JOIN usage_ledger l USING (event_id)
          ORDER BY c.conflict_id DESC LIMIT %s
     """
+    from psycopg.rows import dict_row
+
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, (limit,)).fetchall()
     columns = ["received_at", "event_id", "tenant_id", "topic", "partition", "offset",
