@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -43,24 +44,26 @@ def base_settings() -> Settings:
     return Settings()
 
 
+Service = TypeVar("Service", PostgresServer, KafkaBroker)
+
+
+def running(service: Service) -> Iterator[Service]:
+    """The service, started unless it runs already; stopped afterwards if it was started."""
+    was_running = service.status().running
+    service.up()
+    yield service
+    if not was_running:
+        service.down()
+
+
 @pytest.fixture(scope="session")
 def postgres(base_settings: Settings) -> Iterator[PostgresServer]:
-    server = PostgresServer(base_settings)
-    was_running = server.status().running
-    server.up()
-    yield server
-    if not was_running:
-        server.down()
+    yield from running(PostgresServer(base_settings))
 
 
 @pytest.fixture(scope="session")
 def kafka(base_settings: Settings) -> Iterator[KafkaBroker]:
-    broker = KafkaBroker(base_settings)
-    was_running = broker.status().running
-    broker.up()
-    yield broker
-    if not was_running:
-        broker.down()
+    yield from running(KafkaBroker(base_settings))
 
 
 @pytest.fixture(scope="session")

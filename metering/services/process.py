@@ -51,7 +51,7 @@ def require_free_port(port: int, what: str, env_var: str) -> None:
 
 
 def poll_until(
-    probe: Callable[[], T],
+    probe: Callable[[], T | None],
     what: str,
     *,
     timeout_s: float = 30,

@@ -66,11 +66,15 @@ class WorkerProcess:
             raise WorkerExited(f"worker exited ({self.proc.returncode}):\n{self.log_tail()}")
 
     def wait_until(
-        self, probe: Callable[[], T], what: str, timeout_s: float = 60, interval_s: float = 0.1
+        self,
+        probe: Callable[[], T | None],
+        what: str,
+        timeout_s: float = 60,
+        interval_s: float = 0.1,
     ) -> T:
         """``poll_until`` that gives up as soon as the worker dies, and shows its log."""
 
-        def alive_and_probed() -> T:
+        def alive_and_probed() -> T | None:
             self.check_alive()
             return probe()
 

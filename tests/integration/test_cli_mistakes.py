@@ -68,23 +68,16 @@ def test_a_setting_that_does_not_parse_is_named_with_its_variable() -> None:
     assert "valid integer" in line
 
 
+EXPORT_OCTOBER = ["invoices", "export", "--period", "2026-10", "--format", "json"]
+
+
 def test_an_export_into_a_file_or_an_uncreatable_directory_is_refused(
     catalog_db: str, tmp_path: Path
 ) -> None:
     a_file = tmp_path / "summary.json"
     a_file.write_text("{}")
     for out, says in ((a_file, "is a file"), (a_file / "sub", "cannot be created")):
-        result = metering(
-            "invoices",
-            "export",
-            "--period",
-            "2026-10",
-            "--format",
-            "json",
-            "--out",
-            str(out),
-            database_url=catalog_db,
-        )
+        result = metering(*EXPORT_OCTOBER, "--out", str(out), database_url=catalog_db)
         assert says in one_line_error(result, 2)
 
 
@@ -114,18 +107,7 @@ TENANT_COMMANDS = [
     ["invoices", "preview", "--tenant", "acme-crop"],
     ["invoices", "close", "--period", "2026-10", "--tenant", "acme-crop"],
     ["invoices", "list", "--tenant", "acme-crop"],
-    [
-        "invoices",
-        "export",
-        "--period",
-        "2026-10",
-        "--format",
-        "json",
-        "--out",
-        "x",
-        "--tenant",
-        "acme-crop",
-    ],
+    [*EXPORT_OCTOBER, "--out", "x", "--tenant", "acme-crop"],
     ["quota", "set", "--tenant", "acme-crop", "--kind", "tokens_per_period", "--limit", "10"],
     ["quota", "list", "--tenant", "acme-crop"],
     ["quota", "remove", "--tenant", "acme-crop", "--kind", "tokens_per_period"],

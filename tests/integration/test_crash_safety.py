@@ -126,25 +126,17 @@ def test_two_workers_killed_and_restarted_in_turn_keep_totals_exact(
     assert_totals_exact(settings, plan)
 
 
-def test_postgres_restarting_mid_run_changes_no_total(
-    settings: Settings, start_worker: StartWorker, postgres: PostgresServer
+@pytest.mark.parametrize("service", ["postgres", "kafka"])
+def test_a_service_crashing_and_restarting_mid_run_changes_no_total(
+    settings: Settings, start_worker: StartWorker, service: str, request: pytest.FixtureRequest
 ) -> None:
+    """PostgreSQL (its in-flight transactions are lost) or the broker is killed, stays down
+    a while (the worker retries meanwhile) and comes back."""
+    crashing: PostgresServer | KafkaBroker = request.getfixturevalue(service)
     plan = seed_and_produce(settings)
     start_worker()
     wait_until_processed_over(settings, EVENTS // 4, "a quarter of the run")
-    postgres.kill()  # a crash: in-flight transactions are lost
-    time.sleep(2)
-    postgres.up()
-    assert_totals_exact(settings, plan)
-
-
-def test_the_broker_restarting_mid_run_changes_no_total(
-    settings: Settings, start_worker: StartWorker, kafka: KafkaBroker
-) -> None:
-    plan = seed_and_produce(settings)
-    start_worker()
-    wait_until_processed_over(settings, EVENTS // 4, "a quarter of the run")
-    kafka.kill()
-    time.sleep(2)
-    kafka.up()
+    crashing.kill()
+    time.sleep(2)  # the outage
+    crashing.up()
     assert_totals_exact(settings, plan)
