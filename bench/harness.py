@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
-import sys
-import time
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from sqlalchemy.engine import make_url
 
-from metering.config import PROJECT_ROOT, Settings
+from metering.config import Settings
 from metering.files.price_files import LIST_PRICES, load_price_file
 from metering.services.process import free_port
-from metering.store import catalog, migrate
+from metering.services.scratch import scratch_database
+from metering.services.worker import WorkerProcess
+from metering.store import catalog
 from metering.store.billing.price_imports import import_prices
 from metering.store.reconcile import read_progress
 from metering.tools.traffic import DEMO_MODELS, demo_tenants
@@ -27,25 +25,15 @@ from metering.tools.traffic import DEMO_MODELS, demo_tenants
 POLL_S = 0.05
 
 
-def database_url(settings: Settings, name: str) -> str:
-    """``settings.database_url`` pointing at database ``name`` instead."""
-    return make_url(settings.database_url).set(database=name).render_as_string(False)
-
-
 def dsn(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 @contextmanager
-def scratch_database(settings: Settings, tenants: int) -> Iterator[Settings]:
-    """A fresh database at the head revision with the demo catalogs; dropped afterwards."""
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = dsn(database_url(settings, "postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        url = database_url(settings, name)
-        migrate.upgrade(url)
+def demo_database(settings: Settings, tenants: int) -> Iterator[Settings]:
+    """A scratch database at the head revision with the demo catalogs and the list prices;
+    settings pointing at it. Dropped afterwards."""
+    with scratch_database(settings, prefix="bench") as url:
         with psycopg.connect(dsn(url)) as conn:
             catalog.add_models(
                 conn,
@@ -54,9 +42,6 @@ def scratch_database(settings: Settings, tenants: int) -> Iterator[Settings]:
             catalog.add_tenants(conn, [catalog.TenantRow(t, t) for t in demo_tenants(tenants)])
             import_prices(conn, load_price_file(LIST_PRICES))
         yield settings.model_copy(update={"database_url": url})
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def fresh_topics(settings: Settings, label: str) -> Settings:
@@ -79,30 +64,8 @@ def processed(conn: psycopg.Connection, topic: str) -> int:
     return read_progress(conn, topic).processed
 
 
-def metering(*args: str) -> list[str]:
-    """The command line of `metering ARGS`, run by this interpreter."""
-    return [sys.executable, "-m", "metering.cli", *args]
-
-
-class Worker:
-    """A real `metering worker` process, as an operator starts it."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log_path.open("ab")
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            metering("worker"),
-            env=settings.child_env(),
-            cwd=PROJECT_ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+class Worker(WorkerProcess):
+    """A real `metering worker` process, as an operator starts it, whose memory is watched."""
 
     def rss_bytes(self, field: str = "VmRSS") -> int:
         """Resident memory from /proc (``VmHWM`` for the peak so far)."""
@@ -111,39 +74,17 @@ class Worker:
                 return int(line.split()[1]) * 1024
         raise LookupError(f"no {field} for pid {self.pid}")
 
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def wait_for_log(self, text: str, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while text not in self.log_path.read_text(errors="replace"):
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no {text!r} in the worker log:\n{self.log_tail()}")
-            time.sleep(POLL_S)
-
-    def stop(self, timeout_s: float = 30) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
 
 @contextmanager
 def running_worker(settings: Settings, log_path: Path) -> Iterator[Worker]:
-    worker = Worker(settings, log_path)
-    try:
-        yield worker
-    finally:
-        worker.stop()
+    """A worker for the block, stopped with SIGTERM after it; Faust's files in a temporary
+    directory, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as data_dir:
+        worker = Worker(settings.model_copy(update={"worker_data_dir": Path(data_dir)}), log_path)
+        try:
+            yield worker
+        finally:
+            worker.terminate(timeout_s=30)
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -28,11 +28,11 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.harness import (
+    demo_database,
     dsn,
     fresh_topics,
     percentile,
     running_worker,
-    scratch_database,
 )
 from bench.report import Case, Figure, Target
 from metering.billing.quotas.limits import Limit, LimitKind
@@ -142,7 +142,7 @@ def run_quota_case(
 ) -> Case:
     case = Case("quota")
     trial_tenants = [f"quota-trial-{i:03d}" for i in range(trials * 2)]
-    with scratch_database(settings, tenants=50) as db:
+    with demo_database(settings, tenants=50) as db:
         run = fresh_topics(db, "quota")
         with psycopg.connect(dsn(run.database_url)) as conn:
             catalog.add_tenants(conn, [catalog.TenantRow(t, t) for t in trial_tenants])

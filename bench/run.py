@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import orjson
 
 from bench import drain, invoice_close, latency, memory, quota, storage
-from bench.harness import fresh_topics, scratch_database
+from bench.harness import demo_database, fresh_topics
 from bench.machine import machine_facts
 from bench.report import Case
 from metering.config import PROJECT_ROOT, Settings
@@ -116,7 +116,7 @@ def run_bench(
         "worker_logs": str(logs),
     }
     results = Results()
-    with scratch_database(settings, tenants=max(50, config.invoice_tenants)) as bench_db:
+    with demo_database(settings, tenants=max(50, config.invoice_tenants)) as bench_db:
         on_drain, on_latency = fresh_topics(bench_db, "drain"), fresh_topics(bench_db, "latency")
         drain_rate: float | None = None
         try:

@@ -1,8 +1,12 @@
-"""The `metering` command: services, schema, worker, catalogs, usage, reconcile, DLQ, load."""
+"""The `metering` command: services, schema, worker, catalogs, usage, reconcile, DLQ, load.
+
+Start-up loads only typer and what the commands' options are made of. Settings (pydantic),
+the services, the store (psycopg), Kafka and the domain's heavier modules are imported in
+the command that needs them, so that `metering --help` and every mistake answer at once.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
 import time
@@ -12,8 +16,6 @@ from typing import Annotated, Any
 
 import typer
 
-from metering.billing.events import REASONS
-from metering.billing.periods import period_from_label
 from metering.billing.tokens import TOKEN_COUNTS
 from metering.cli import arguments as cli_input
 from metering.cli.bench import register as register_bench
@@ -31,12 +33,8 @@ from metering.cli.support import (
     fail,
     quiet_libraries,
 )
-from metering.config import get_settings
-from metering.services import env_lines, local_services
-from metering.store import catalog, reports
-from metering.store.billing.prices import has_price
-from metering.store.reports import UsageFilter, UsageGrouping
-from metering.tools.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants, period_span
+from metering.store.reports import UsageGrouping
+from metering.tools.traffic import DEMO_MODELS
 
 TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 USAGE_COLUMNS = ("events", *TOKEN_COUNTS)
@@ -60,6 +58,9 @@ def services_up() -> None:
     Idempotent: services already running are reused. Ports come from METERING_KAFKA_PORT,
     METERING_KAFKA_CONTROLLER_PORT and METERING_PG_PORT.
     """
+    from metering.config import get_settings
+    from metering.services import local_services
+
     for service in local_services(get_settings()):
         status = service.up()
         typer.echo(f"{status.name:9} up   {status.address:16} pid {status.pid}  ({status.version})")
@@ -68,6 +69,9 @@ def services_up() -> None:
 @services_app.command("down")
 def services_down() -> None:
     """Stop the services that `services up` started (by pid); others are left alone."""
+    from metering.config import get_settings
+    from metering.services import local_services
+
     for service in reversed(local_services(get_settings())):
         stopped = service.down()
         typer.echo(f"{service.status().name:9} {'stopped' if stopped else 'was not running'}")
@@ -76,6 +80,9 @@ def services_down() -> None:
 @services_app.command("status")
 def services_status() -> None:
     """Show whether each local service is running, where, and its log file."""
+    from metering.config import get_settings
+    from metering.services import local_services
+
     statuses = [service.status() for service in local_services(get_settings())]
     for s in statuses:
         state = f"running  pid {s.pid}" if s.running else "stopped"
@@ -87,6 +94,9 @@ def services_status() -> None:
 @services_app.command("env")
 def services_env() -> None:
     """Print `export METERING_...` lines for a shell: eval "$(metering services env)"."""
+    from metering.config import get_settings
+    from metering.services import env_lines
+
     for line in env_lines(get_settings()):
         typer.echo(line)
 
@@ -94,6 +104,7 @@ def services_env() -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Bring the database at METERING_DATABASE_URL to a schema revision (default: head)."""
+    from metering.config import get_settings
     from metering.store import migrate
 
     migrate.upgrade(get_settings().database_url, revision)
@@ -104,6 +115,7 @@ def db_downgrade(
     revision: str = typer.Argument(..., help="Target revision, e.g. -1 or base."),
 ) -> None:
     """Undo migrations down to a revision."""
+    from metering.config import get_settings
     from metering.store import migrate
 
     migrate.downgrade(get_settings().database_url, revision)
@@ -112,6 +124,7 @@ def db_downgrade(
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's current schema revision."""
+    from metering.config import get_settings
     from metering.store import migrate
 
     migrate.current(get_settings().database_url)
@@ -124,6 +137,7 @@ def worker() -> None:
     Stops cleanly on SIGTERM or Ctrl-C. Run several to share the load (same consumer group);
     with METERING_WORKER_WEB_PORT unset, each takes the first free HTTP port from 6066.
     """
+    from metering.config import get_settings
     from streams.main import run_worker
     from streams.web import WebPortError
 
@@ -150,6 +164,8 @@ def tenants_add(
     name: Annotated[str | None, typer.Option(help="Display name (default: the id).")] = None,
 ) -> None:
     """Add a tenant (no-op if it exists)."""
+    from metering.store import catalog
+
     if not TENANT_ID.fullmatch(tenant_id):
         raise fail(f"tenant id {tenant_id!r} must be 1-64 characters of A-Za-z0-9._-")
     with database() as conn:
@@ -160,6 +176,8 @@ def tenants_add(
 @tenants_app.command("list")
 def tenants_list(fmt: FormatOption = Format.table) -> None:
     """List tenants."""
+    from metering.store import catalog
+
     with database() as conn:
         rows = [asdict(t) for t in catalog.list_tenants(conn)]
     typer.echo(render(rows, ["tenant_id", "display_name"], fmt))
@@ -176,6 +194,9 @@ def models_add(
     ] = None,
 ) -> None:
     """Add a model (no-op if it exists). Events rejected as unknown_model can then be replayed."""
+    from metering.store import catalog
+    from metering.store.billing.prices import has_price
+
     row = catalog.ModelRow(model_id, provider, name or model_id, long_context_above)
     with database() as conn:
         added = catalog.add_models(conn, [row])
@@ -194,6 +215,8 @@ def models_add(
 @models_app.command("list")
 def models_list(fmt: FormatOption = Format.table) -> None:
     """List models."""
+    from metering.store import catalog
+
     with database() as conn:
         rows = [asdict(m) for m in catalog.list_models(conn)]
     typer.echo(render(rows, ["model_id", "provider", "display_name", "long_context_above"], fmt))
@@ -204,6 +227,9 @@ def seed_demo(
     tenants: Annotated[int, typer.Option(help="How many demo tenants.")] = 50,
 ) -> None:
     """Seed the catalogs with the demo tenants and models `metering produce` uses."""
+    from metering.store import catalog
+    from metering.tools.traffic import demo_tenants
+
     with database() as conn:
         new_models = catalog.add_models(
             conn, [catalog.ModelRow(m.model_id, m.provider, m.display_name) for m in DEMO_MODELS]
@@ -229,7 +255,9 @@ def usage(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Token usage from reporting.usage_hourly, grouped by hour, day, model or tenant."""
-    where = UsageFilter(tenant, model, *cli_input.time_window(from_, to, "--from", "--to"))
+    from metering.store import reports
+
+    where = reports.UsageFilter(tenant, model, *cli_input.time_window(from_, to, "--from", "--to"))
     with database() as conn:
         cli_input.known(conn, tenant=tenant, model=model)
         columns, rows = reports.usage(conn, by, where)
@@ -244,6 +272,7 @@ def reconcile(fmt: FormatOption = Format.table) -> None:
 
     Prints both figures of each check; exits 1 if any pair differs.
     """
+    from metering.config import get_settings
     from metering.store.reconcile import reconcile as run_checks
 
     checks = run_checks(get_settings())
@@ -267,6 +296,9 @@ def lag(
     wait: Annotated[float, typer.Option(help="Wait up to this many seconds for zero lag.")] = 0.0,
 ) -> None:
     """Records in the usage topic the ledger has not processed yet; exits 1 if not zero."""
+    import asyncio
+
+    from metering.config import get_settings
     from metering.store.reconcile import lag as unprocessed
 
     settings = get_settings()
@@ -288,6 +320,8 @@ def lag(
 @dlq_app.command("list")
 def dlq_list(fmt: FormatOption = Format.table) -> None:
     """Summarise dead letters by reason, with the latest detail for each."""
+    from metering.store import reports
+
     with database() as conn:
         columns, rows = reports.dead_letter_summary(conn)
     typer.echo(render(rows, columns, fmt))
@@ -302,6 +336,10 @@ def dlq_replay(
 
     Never bills twice: the ledger ignores event ids it already has.
     """
+    import asyncio
+
+    from metering.billing.events import REASONS
+    from metering.config import get_settings
     from metering.wire import dlq
 
     if reason not in REASONS:
@@ -331,6 +369,8 @@ def conflicts(
     The first payload stands and is billed; each conflicting copy is recorded here, with
     where it came from, for the producer's owners to investigate.
     """
+    from metering.store import reports
+
     with database() as conn:
         columns, rows = reports.conflicts(conn, limit)
     typer.echo(render(rows, columns, fmt))
@@ -365,7 +405,12 @@ def produce(
 
     Compare the printed totals with `metering usage --by tenant`.
     """
+    import asyncio
+
+    from metering.billing.periods import period_from_label
+    from metering.config import get_settings
     from metering.produce.producer import produce as send_all
+    from metering.tools.traffic import TrafficPlan, TrafficSpec, period_span
     from metering.wire.kafka_admin import ensure_topics
 
     settings = get_settings()

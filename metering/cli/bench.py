@@ -10,8 +10,6 @@ import typer
 
 from metering.cli.output import Format
 from metering.cli.support import FormatOption, fail
-from metering.config import get_settings
-from metering.services import local_services
 
 
 def bench(
@@ -38,6 +36,8 @@ def bench(
     """
     from bench.report import table
     from bench.run import BenchConfig, Progress, run_bench
+    from metering.config import get_settings
+    from metering.services import local_services
 
     if events is not None and events < 1:
         raise fail("--events must be at least 1")

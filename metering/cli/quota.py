@@ -6,7 +6,6 @@ from decimal import Decimal
 from typing import Annotated
 
 import typer
-from psycopg.rows import dict_row
 
 from metering.billing.invoices import LineKind
 from metering.billing.quotas.limits import (
@@ -23,10 +22,6 @@ from metering.cli import arguments as cli_input
 from metering.cli.billing_common import late_window, now
 from metering.cli.output import Format, render
 from metering.cli.support import FormatOption, database, fail
-from metering.store import quota_limits
-from metering.store.billing.bills import compute_bill
-from metering.store.billing.context import BillingContext
-from metering.store.billing.invoices import closed_invoice_for
 
 quota_app = typer.Typer(
     help="Quotas: limits that alert (soft) or block (hard). Effective within a second.",
@@ -66,6 +61,8 @@ def quota_set(
             f"--thresholds {thresholds!r}: give whole percentages from 1 to {MAX_THRESHOLD},"
             " comma-separated, like 50,80,100"
         ) from None
+    from metering.store import quota_limits
+
     new = Limit(limit_id_for(tenant, model, kind), tenant, model, kind, amount, hard, percents)
     with database() as conn:
         cli_input.known(conn, tenant=tenant, model=model)
@@ -99,6 +96,8 @@ def quota_list(
     fmt: FormatOption = Format.table,
 ) -> None:
     """List limits."""
+    from metering.store import quota_limits
+
     with database() as conn:
         cli_input.known(conn, tenant=tenant)
         limits = quota_limits.list_limits(conn, tenant)
@@ -125,6 +124,8 @@ def quota_remove(
     model: Annotated[str | None, typer.Option(help="The model the limit is for.")] = None,
 ) -> None:
     """Remove a limit; a tenant it blocked is unblocked within a second."""
+    from metering.store import quota_limits
+
     limit_id = limit_id_for(tenant, model, kind)
     with database() as conn:
         cli_input.known(conn, tenant=tenant, model=model)
@@ -140,6 +141,8 @@ def quota_alerts(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Threshold alerts from reporting.quota_alerts, newest first."""
+    from psycopg.rows import dict_row
+
     columns = ["emitted_at", "tenant_id", "limit_id", "threshold", "limit", "used", "hard"]
     with database() as conn, conn.cursor(row_factory=dict_row) as cur:
         cli_input.known(conn, tenant=tenant)
@@ -165,6 +168,11 @@ def quota_spend(
     graduated tiers, overrides and rounding, so it is the final word. The difference is
     shown per tenant: usage lines of the finalized invoice, or of the running draft.
     """
+    from metering.store import quota_limits
+    from metering.store.billing.bills import compute_bill
+    from metering.store.billing.context import BillingContext
+    from metering.store.billing.invoices import closed_invoice_for
+
     period = cli_input.optional_period(period)
     rows = []
     with database() as conn:

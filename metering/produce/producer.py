@@ -22,13 +22,14 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Protocol, Required, TypedDict, Unpack
-
-from aiokafka import AIOKafkaProducer
-from aiokafka.structs import RecordMetadata
+from typing import TYPE_CHECKING, Any, Protocol, Required, TypedDict, Unpack
 
 from metering.billing.events import UsageEvent, event_to_json
 from metering.billing.tokens import Usage
+
+if TYPE_CHECKING:  # aiokafka is loaded when a producer is made, not to import this module
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.structs import RecordMetadata
 
 USAGE_TOPIC = "usage.events"
 BULK_CHUNK = 20_000
@@ -242,6 +243,8 @@ class _TokenBucket:
 def _idempotent_producer(
     bootstrap_servers: str, *, linger_ms: int, max_batch_size: int = 16384
 ) -> AIOKafkaProducer:
+    from aiokafka import AIOKafkaProducer
+
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         enable_idempotence=True,

@@ -1,4 +1,6 @@
-"""Provisioning of the local Kafka broker and PostgreSQL server.
+"""Provisioning of the local Kafka broker and PostgreSQL server, and what the tests and the
+benchmarks run on them: a `metering worker` process (``worker``), scratch databases
+(``scratch``) and the one wait, ``poll_until`` (``process``).
 
 The machine this project targets has no Docker engine, so the project installs and
 runs both itself, under ``METERING_STATE_DIR`` (default ``.local/``).
@@ -10,8 +12,8 @@ from metering.services.postgres import PostgresServer
 from metering.services.process import ServiceError, ServiceStatus
 
 __all__ = [
-    KafkaBroker,
-    PostgresServer,
+    "KafkaBroker",
+    "PostgresServer",
     "ServiceError",
     "ServiceStatus",
     "env_lines",

@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class ServiceError(RuntimeError):
@@ -47,13 +50,36 @@ def require_free_port(port: int, what: str, env_var: str) -> None:
         )
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
+def poll_until(
+    probe: Callable[[], T | None],
+    what: str,
+    *,
+    timeout_s: float = 30,
+    interval_s: float = 0.1,
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """Calls ``probe`` every ``interval_s`` until it returns a truthy value; returns that value.
+
+    The one wait of the project's tooling (service start-up, tests, benchmarks). ``probe`` may
+    raise to give up early, say when the process it waits for has died. After ``timeout_s``
+    it raises ``TimeoutError`` naming ``what`` was awaited, with ``detail()`` (a log's tail).
+    """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise ServiceError(f"{what} did not become ready within {timeout_s:.0f}s; see {log}")
+    while not (found := probe()):
+        if time.monotonic() >= deadline:
+            more = f":\n{detail()}" if detail is not None else ""
+            raise TimeoutError(f"{what}: not within {timeout_s:g}s{more}")
+        time.sleep(interval_s)
+    return found
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
+    try:
+        poll_until(check, what, timeout_s=timeout_s, interval_s=0.2)
+    except TimeoutError:
+        raise ServiceError(
+            f"{what} did not become ready within {timeout_s:.0f}s; see {log}"
+        ) from None
 
 
 class PidFile:

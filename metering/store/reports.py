@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg.rows import dict_row
+if TYPE_CHECKING:  # psycopg is loaded by the query, not by `metering --help` (UsageGrouping)
+    import psycopg
 
 from metering.billing.tokens import TOKEN_COUNTS
 
@@ -57,6 +57,8 @@ def usage(
         "start": where.start,
         "end": where.end,
     }
+    from psycopg.rows import dict_row
+
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, params).fetchall()
     return [label, "events", *TOKEN_COUNTS], rows
@@ -73,6 +75,8 @@ def dead_letter_summary(conn: psycopg.Connection) -> tuple[list[str], list[dict[
          GROUP BY reason
          ORDER BY count(*) DESC, reason
     """
+    from psycopg.rows import dict_row
+
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query).fetchall()
     return ["reason", "events", "awaiting_replay", "last_seen", "latest_detail"], rows
@@ -86,6 +90,8 @@ def conflicts(conn: psycopg.Connection, limit: int) -> tuple[list[str], list[dic
           FROM ledger_conflicts c JOIN usage_ledger l USING (event_id)
          ORDER BY c.conflict_id DESC LIMIT %s
     """
+    from psycopg.rows import dict_row
+
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, (limit,)).fetchall()
     columns = ["received_at", "event_id", "tenant_id", "topic", "partition", "offset",

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -23,7 +20,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import Logins
 from pypdf import PdfReader
 
 from metering.billing.close_policy import PeriodClosedError
@@ -32,6 +28,7 @@ from metering.billing.periods import period_for
 from metering.billing.tokens import TokenClass
 from metering.config import PROJECT_ROOT, Settings
 from metering.files.price_files import load_price_file
+from metering.services.process import poll_until
 from metering.store import catalog, migrate
 from metering.store.billing.close import Outcome, TenantClose, close_period
 from metering.store.billing.contracts import set_contract
@@ -42,6 +39,10 @@ from metering.store.billing.errors import (
 )
 from metering.store.billing.overrides import Bands, set_override
 from metering.store.billing.price_imports import import_prices
+from tests.support import cli
+from tests.support.cli import succeeded as ok
+from tests.support.logins import Logins
+from tests.support.usage import add_usage
 
 PRICE_FILE = """\
 # Test prices, USD per 1M tokens.
@@ -102,12 +103,6 @@ def this_year() -> int:
 
 
 @pytest.fixture
-def settings(base_settings: Settings, database: str) -> Settings:
-    """Settings with the test's own database (billing needs no Kafka)."""
-    return base_settings.model_copy(update={"database_url": database})
-
-
-@pytest.fixture
 def conn(settings: Settings) -> Iterator[psycopg.Connection]:
     with psycopg.connect(settings.psycopg_dsn, autocommit=True) as connection:
         yield connection
@@ -115,44 +110,7 @@ def conn(settings: Settings) -> Iterator[psycopg.Connection]:
 
 def metering(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Runs ``metering ARGS`` as a user would, against the test's database."""
-    return subprocess.run(
-        [sys.executable, "-m", "metering.cli", *args],
-        env={**settings.child_env(), **LATE_ENV, **env},
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def add_usage(
-    conn: psycopg.Connection,
-    tenant: str,
-    model: str,
-    hour: datetime,
-    *,
-    input_tokens: int,
-    output_tokens: int = 0,
-    cached: int = 0,
-    tier: str = "standard",
-    long_context: bool = False,
-) -> None:
-    """What ingest does with one event: add it to its hourly aggregate row."""
-    conn.execute(
-        "INSERT INTO usage_hourly AS h (tenant_id, model, service_tier, long_context, hour,"
-        " events, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,"
-        " reasoning_tokens) VALUES (%s, %s, %s, %s, %s, 1, %s, %s, 0, %s, 0)"
-        " ON CONFLICT (tenant_id, model, service_tier, long_context, hour) DO UPDATE SET"
-        " events = h.events + 1, input_tokens = h.input_tokens + EXCLUDED.input_tokens,"
-        " cached_input_tokens = h.cached_input_tokens + EXCLUDED.cached_input_tokens,"
-        " output_tokens = h.output_tokens + EXCLUDED.output_tokens, updated_at = now()",
-        (tenant, model, tier, long_context, hour, input_tokens, cached, output_tokens),
-    )
+    return cli.metering(settings, *args, env={**LATE_ENV, **env}, timeout_s=300)
 
 
 def write_price_file(tmp_path: Path, text: str = PRICE_FILE, name: str = "prices.yaml") -> Path:
@@ -1068,12 +1026,14 @@ def test_a_close_never_bills_with_prices_an_import_changed_meanwhile(
         ThreadPoolExecutor(1) as pool,
     ):
         closing = pool.submit(close, closer, "2026-10")  # reads the book before the import
-        deadline = time.monotonic() + 30
-        while not october.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ).fetchone()[0]:  # type: ignore[index]
-            assert time.monotonic() < deadline, "the close did not wait for the import"
+
+        def close_waits() -> bool:
             assert not closing.done(), closing.result()
+            return october.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone() != (0,)
+
+        poll_until(close_waits, "the close waiting for the import", timeout_s=30)
         importer.commit()
         importer.close()
         closing.result(timeout=60)
@@ -1551,59 +1511,3 @@ def test_downgrading_revokes_in_this_database_and_keeps_the_shared_roles(
             "SELECT has_schema_privilege('public', 'public', 'USAGE')"
         ).fetchone() == (True,)
     migrate.upgrade(empty_database)
-
-
-# --- a large close -------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("METERING_RUN_SLOW") != "1", reason="set METERING_RUN_SLOW=1")
-def test_closing_a_month_of_1000_tenants_and_10_models(
-    conn: psycopg.Connection, settings: Settings, tmp_path: Path
-) -> None:
-    """1,000 tenants x 10 models x 744 hours = 7.44 million hourly rows, written hour by hour
-    as ingest writes them, closed in one run."""
-    models = [f"bench-{n}" for n in range(10)]
-    lines = ["currency: USD", "prices:"]
-    for n, model in enumerate(models):
-        lines += [f"  - model: {model}", "    effective_from: 2026-01-01"]
-        if n % 3 == 0:  # a third of the models have graduated bands
-            lines += [
-                "    standard:",
-                "      input:",
-                "        - {up_to: 50_000_000, price: 2.00}",
-                "        - {price: 1.50}",
-                "      output: 8.00",
-            ]
-        else:
-            lines.append("    standard: {input: 1.00, cached_input: 0.25, output: 4.00}")
-    import_prices(conn, load_price_file(write_price_file(tmp_path, "\n".join(lines) + "\n")))
-    conn.execute(
-        "INSERT INTO tenants (tenant_id, display_name)"
-        " SELECT 'tenant-' || lpad(n::text, 4, '0'), 'Tenant ' || n FROM generate_series(1, 1000) n"
-    )
-    started = time.monotonic()
-    conn.execute(
-        """
-        INSERT INTO usage_hourly (tenant_id, model, service_tier, long_context, hour, events,
-            input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-            reasoning_tokens)
-        SELECT 'tenant-' || lpad(t::text, 4, '0'), 'bench-' || m, 'standard', false, h, 3,
-               100000 + (t * 7 + m * 13 + extract(epoch FROM h)::bigint / 3600 % 97) * 11,
-               1000 * m, 0, 20000 + t % 50, 0
-          FROM generate_series('2026-10-01'::timestamptz, '2026-10-31 23:00', '1 hour') h,
-               generate_series(1, 1000) t, generate_series(0, 9) m
-        """
-    )
-    conn.execute("VACUUM ANALYZE usage_hourly")
-    generated = time.monotonic() - started
-
-    started = time.monotonic()
-    result = metering(settings, "invoices", "close", "--period", "2026-10", "--format", "json")
-    elapsed = time.monotonic() - started
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert conn.execute("SELECT count(*) FROM invoices").fetchone() == (1000,)
-    assert conn.execute("SELECT max(invoice_number) FROM invoices").fetchone() == (
-        f"INV-{this_year()}-001000",
-    )
-    print(f"\ngenerated 7.44M rows in {generated:.1f}s; closed 1,000 tenants in {elapsed:.1f}s")

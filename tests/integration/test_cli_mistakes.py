@@ -7,35 +7,26 @@ that it says what to do.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from metering.config import PROJECT_ROOT
 from metering.services.process import free_port
+from tests.support import cli
 
 CLOSED_DATABASE = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/metering"
 CLOSED_KAFKA = f"127.0.0.1:{free_port()}"
 
 
 def metering(
-    *args: str, database_url: str | None = None, **env: str
-) -> subprocess.CompletedProcess:
-    """Runs `metering ARGS` against ``database_url`` (and the environment's Kafka)."""
-    child_env = {**os.environ, **env}
+    *args: str, database_url: str | None = None, cwd: Path = PROJECT_ROOT, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Runs `metering ARGS` in ``cwd`` against ``database_url`` (and the environment's Kafka)."""
     if database_url is not None:
-        child_env["METERING_DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "metering.cli", *args],
-        env=child_env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+        env["METERING_DATABASE_URL"] = database_url
+    return cli.metering(None, *args, env=env, cwd=cwd)
 
 
 def one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
@@ -77,23 +68,16 @@ def test_a_setting_that_does_not_parse_is_named_with_its_variable() -> None:
     assert "valid integer" in line
 
 
+EXPORT_OCTOBER = ["invoices", "export", "--period", "2026-10", "--format", "json"]
+
+
 def test_an_export_into_a_file_or_an_uncreatable_directory_is_refused(
     catalog_db: str, tmp_path: Path
 ) -> None:
     a_file = tmp_path / "summary.json"
     a_file.write_text("{}")
     for out, says in ((a_file, "is a file"), (a_file / "sub", "cannot be created")):
-        result = metering(
-            "invoices",
-            "export",
-            "--period",
-            "2026-10",
-            "--format",
-            "json",
-            "--out",
-            str(out),
-            database_url=catalog_db,
-        )
+        result = metering(*EXPORT_OCTOBER, "--out", str(out), database_url=catalog_db)
         assert says in one_line_error(result, 2)
 
 
@@ -123,18 +107,7 @@ TENANT_COMMANDS = [
     ["invoices", "preview", "--tenant", "acme-crop"],
     ["invoices", "close", "--period", "2026-10", "--tenant", "acme-crop"],
     ["invoices", "list", "--tenant", "acme-crop"],
-    [
-        "invoices",
-        "export",
-        "--period",
-        "2026-10",
-        "--format",
-        "json",
-        "--out",
-        "x",
-        "--tenant",
-        "acme-crop",
-    ],
+    [*EXPORT_OCTOBER, "--out", "x", "--tenant", "acme-crop"],
     ["quota", "set", "--tenant", "acme-crop", "--kind", "tokens_per_period", "--limit", "10"],
     ["quota", "list", "--tenant", "acme-crop"],
     ["quota", "remove", "--tenant", "acme-crop", "--kind", "tokens_per_period"],
@@ -164,7 +137,7 @@ TENANT_COMMANDS = [
 def test_an_unknown_tenant_is_an_error_with_the_closest_one(
     catalog_db: str, command: list[str], tmp_path: Path
 ) -> None:
-    result = metering(*command, database_url=catalog_db)
+    result = metering(*command, database_url=catalog_db, cwd=tmp_path)  # --out x: in tmp_path
     line = one_line_error(result, 2)
     assert "unknown tenant 'acme-crop' (did you mean 'acme-corp'?)" in line
     assert "metering tenants list" in line

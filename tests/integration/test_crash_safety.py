@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import psycopg
@@ -15,11 +14,13 @@ from metering.config import Settings
 from metering.files.price_files import LIST_PRICES, load_price_file
 from metering.produce.producer import produce
 from metering.services import KafkaBroker, PostgresServer
+from metering.services.process import poll_until
 from metering.store import catalog
 from metering.store.billing.price_imports import import_prices
 from metering.store.reconcile import read_progress, reconcile
 from metering.tools.traffic import DEMO_MODELS, TrafficPlan, TrafficSpec, demo_tenants
 from metering.wire.kafka_admin import ensure_topics
+from tests.support.workers import StartWorker
 
 pytestmark = pytest.mark.slow
 
@@ -62,12 +63,10 @@ def processed(settings: Settings) -> int:
         return 0
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+def wait_until_processed_over(settings: Settings, records: int, what: str) -> None:
+    """Waits (whichever worker is running, if any) until the ledger has committed more than
+    ``records`` records."""
+    poll_until(lambda: processed(settings) > records, what, timeout_s=120, interval_s=0.2)
 
 
 def billed_usage(settings: Settings) -> dict[tuple[str, str], tuple[int, ...]]:
@@ -81,7 +80,12 @@ def billed_usage(settings: Settings) -> dict[tuple[str, str], tuple[int, ...]]:
 
 
 def assert_totals_exact(settings: Settings, plan: TrafficPlan) -> None:
-    wait_until(lambda: processed(settings) == EVENTS, 180, "the worker to process every record")
+    poll_until(
+        lambda: processed(settings) == EVENTS,
+        "the worker processing every record",
+        timeout_s=180,
+        interval_s=0.2,
+    )
     expected = {
         key: (
             t.events,
@@ -99,11 +103,11 @@ def assert_totals_exact(settings: Settings, plan: TrafficPlan) -> None:
 
 
 def test_a_worker_killed_mid_run_resumes_without_losing_or_doubling_usage(
-    settings: Settings, start_worker
+    settings: Settings, start_worker: StartWorker
 ) -> None:
     plan = seed_and_produce(settings)
     worker = start_worker()
-    wait_until(lambda: processed(settings) > EVENTS // 4, 120, "a quarter of the run")
+    wait_until_processed_over(settings, EVENTS // 4, "a quarter of the run")
     worker.kill()  # SIGKILL: no shutdown, no offset commit
     assert processed(settings) < EVENTS, "the run finished before the kill; make it larger"
     start_worker()
@@ -111,37 +115,29 @@ def test_a_worker_killed_mid_run_resumes_without_losing_or_doubling_usage(
 
 
 def test_two_workers_killed_and_restarted_in_turn_keep_totals_exact(
-    settings: Settings, start_worker
+    settings: Settings, start_worker: StartWorker
 ) -> None:
     plan = seed_and_produce(settings)
     first, second = start_worker(), start_worker()
-    wait_until(lambda: processed(settings) > EVENTS // 4, 120, "a quarter of the run")
+    wait_until_processed_over(settings, EVENTS // 4, "a quarter of the run")
     first.kill()  # the survivor takes over the partitions: a rebalance mid-run
-    wait_until(lambda: processed(settings) > EVENTS // 2, 120, "half of the run")
+    wait_until_processed_over(settings, EVENTS // 2, "half of the run")
     second.kill()
     start_worker()
     assert_totals_exact(settings, plan)
 
 
-def test_postgres_restarting_mid_run_changes_no_total(
-    settings: Settings, start_worker, postgres: PostgresServer
+@pytest.mark.parametrize("service", ["postgres", "kafka"])
+def test_a_service_crashing_and_restarting_mid_run_changes_no_total(
+    settings: Settings, start_worker: StartWorker, service: str, request: pytest.FixtureRequest
 ) -> None:
+    """PostgreSQL (its in-flight transactions are lost) or the broker is killed, stays down
+    a while (the worker retries meanwhile) and comes back."""
+    crashing: PostgresServer | KafkaBroker = request.getfixturevalue(service)
     plan = seed_and_produce(settings)
     start_worker()
-    wait_until(lambda: processed(settings) > EVENTS // 4, 120, "a quarter of the run")
-    postgres.kill()  # a crash: in-flight transactions are lost
-    time.sleep(2)
-    postgres.up()
-    assert_totals_exact(settings, plan)
-
-
-def test_the_broker_restarting_mid_run_changes_no_total(
-    settings: Settings, start_worker, kafka: KafkaBroker
-) -> None:
-    plan = seed_and_produce(settings)
-    start_worker()
-    wait_until(lambda: processed(settings) > EVENTS // 4, 120, "a quarter of the run")
-    kafka.kill()
-    time.sleep(2)
-    kafka.up()
+    wait_until_processed_over(settings, EVENTS // 4, "a quarter of the run")
+    crashing.kill()
+    time.sleep(2)  # the outage
+    crashing.up()
     assert_totals_exact(settings, plan)

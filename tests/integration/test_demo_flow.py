@@ -5,34 +5,26 @@ contract change."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from ingest_helpers import progress, wait_until_processed
 
 from metering.billing.periods import period_for
 from metering.config import PROJECT_ROOT, Settings
+from tests.support.cli import metering, succeeded
+from tests.support.ingest import progress, wait_until_processed
+from tests.support.workers import StartWorker
 
 EVENTS = 2_000
 
 
 def ok(*args: str, settings: Settings, env: dict[str, str] | None = None) -> str:
     """``metering ARGS`` as a user would run it; its output."""
-    result = subprocess.run(
-        [sys.executable, "-m", "metering.cli", *args],
-        env={**settings.child_env(), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return succeeded(metering(settings, *args, env=env))
 
 
 def test_last_months_usage_is_accepted_and_closed_while_this_month_stays_open(
-    settings: Settings, start_worker
+    settings: Settings, start_worker: StartWorker
 ) -> None:
     this_month = period_for(datetime.now(UTC))
     last_month = period_for(this_month.start - timedelta(microseconds=1))

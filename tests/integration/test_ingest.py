@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,8 +20,15 @@ from typing import Any
 import psycopg
 import pytest
 from aiokafka.structs import ConsumerRecord
-from conftest import WorkerProcess, isolated_settings, scratch_database
-from ingest_helpers import (
+
+from metering.billing.events import REASONS
+from metering.config import Settings
+from metering.services import KafkaBroker
+from metering.services.scratch import scratch_database
+from metering.services.worker import WorkerProcess
+from metering.store import catalog
+from tests.support.cli import metering
+from tests.support.ingest import (
     USAGE_COLUMNS,
     Message,
     Sent,
@@ -34,18 +40,13 @@ from ingest_helpers import (
     headers,
     ledger_rows_per_event,
     message,
-    metering,
     produce,
     progress,
     read_dead_letters,
     seed_catalog,
     wait_until_processed,
 )
-
-from metering.billing.events import REASONS
-from metering.config import Settings
-from metering.services import KafkaBroker
-from metering.store import catalog
+from tests.support.settings import isolated_settings
 
 TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
 MODELS = ("grok-3", "grok-3-mini", "gpt-4.1")
@@ -224,34 +225,33 @@ def rejected(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RejectionRun]:
     """One worker, sent one offending message per reason at once."""
-    databases = scratch_database(base_settings, template=migrated_template)
-    settings = isolated_settings(base_settings, next(databases))
-    seed_catalog(settings, tenants=["acme"], models=["grok-3"])
-    with psycopg.connect(settings.psycopg_dsn) as conn:
-        catalog.add_models(conn, [catalog.ModelRow(UNPRICED_MODEL, "xai", "not priced yet")])
-    refuse_in_the_database(settings, REFUSED_BY_THE_DATABASE)
-    offending = offending_messages(datetime.now(UTC))
-    reasons = list(offending)
-    sent = dict(zip(reasons, produce(settings, [offending[r] for r in reasons]), strict=True))
-    log: Path = tmp_path_factory.mktemp("rejections") / "worker.log"
-    worker = WorkerProcess(settings, log)
-    try:
-        wait_until_processed(settings, worker, len(sent))
-        dead_letters = read_dead_letters(settings, len(sent))
+    scratch = tmp_path_factory.mktemp("rejections")
+    with scratch_database(base_settings, prefix="test", template=migrated_template) as url:
+        settings = isolated_settings(base_settings, url, scratch)
+        seed_catalog(settings, tenants=["acme"], models=["grok-3"])
         with psycopg.connect(settings.psycopg_dsn) as conn:
-            rows = conn.execute(
-                'SELECT partition, "offset", reason, raw FROM rejections WHERE topic = %s',
-                (settings.topic_usage,),
-            ).fetchall()
-        yield RejectionRun(
-            settings,
-            sent,
-            dead_letters,
-            {(p, o): (reason, raw and bytes(raw)) for p, o, reason, raw in rows},
-        )
-    finally:
-        worker.kill()
-        next(databases, None)  # drops the database
+            catalog.add_models(conn, [catalog.ModelRow(UNPRICED_MODEL, "xai", "not priced yet")])
+        refuse_in_the_database(settings, REFUSED_BY_THE_DATABASE)
+        offending = offending_messages(datetime.now(UTC))
+        reasons = list(offending)
+        sent = dict(zip(reasons, produce(settings, [offending[r] for r in reasons]), strict=True))
+        worker = WorkerProcess(settings, scratch / "worker.log")
+        try:
+            wait_until_processed(settings, worker, len(sent))
+            dead_letters = read_dead_letters(settings, len(sent))
+            with psycopg.connect(settings.psycopg_dsn) as conn:
+                rows = conn.execute(
+                    'SELECT partition, "offset", reason, raw FROM rejections WHERE topic = %s',
+                    (settings.topic_usage,),
+                ).fetchall()
+            yield RejectionRun(
+                settings,
+                sent,
+                dead_letters,
+                {(p, o): (reason, raw and bytes(raw)) for p, o, reason, raw in rows},
+            )
+        finally:
+            worker.kill()
 
 
 @pytest.mark.parametrize("reason", REASONS)
@@ -462,17 +462,19 @@ def test_lag_waits_for_the_worker_to_catch_up_and_usage_then_shows_exact_totals(
 
 def wait_for_a_blocked_batch(
     settings: Settings, worker: WorkerProcess, timeout_s: float = 30
-) -> None:
-    """Waits until the worker's batch transaction is waiting for a row lock."""
-    deadline = time.monotonic() + timeout_s
-    with psycopg.connect(settings.psycopg_dsn, autocommit=True) as conn:
-        while conn.execute(
-            "SELECT exists(SELECT FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock')"
-        ).fetchone() != (True,):
-            assert worker.proc.poll() is None, worker.log()[-3000:]
-            assert time.monotonic() < deadline, "the worker never started the next batch"
-            time.sleep(0.1)
+) -> Callable[[], bool]:
+    """Waits until the worker's batch transaction is waiting for a row lock; a check that it
+    still is."""
+
+    def blocked() -> bool:
+        with psycopg.connect(settings.psycopg_dsn, autocommit=True) as conn:
+            return conn.execute(
+                "SELECT exists(SELECT FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock')"
+            ).fetchone() == (True,)
+
+    worker.wait_until(blocked, "the worker's next batch waiting for a row lock", timeout_s)
+    return blocked
 
 
 def test_sigterm_in_the_middle_of_a_batch_stops_cleanly_and_a_restart_loses_and_doubles_nothing(
@@ -491,10 +493,10 @@ def test_sigterm_in_the_middle_of_a_batch_stops_cleanly_and_a_restart_loses_and_
             "SELECT * FROM ingest_progress WHERE topic = %s FOR UPDATE", (settings.topic_usage,)
         )
         produce(settings, [message(e) for e in during])
-        wait_for_a_blocked_batch(settings, worker)
+        blocked = wait_for_a_blocked_batch(settings, worker)
         worker.proc.send_signal(signal.SIGTERM)
-        time.sleep(1.0)
-        assert worker.proc.poll() is None  # still finishing its batch
+        worker.wait_for_log("Signal received")
+        assert blocked(), "the worker gave up the batch it was writing when told to stop"
         blocker.rollback()
     assert worker.terminate() == 0
     stopped_at = progress(settings).processed
@@ -520,11 +522,8 @@ def test_a_new_ledger_reads_the_topic_from_the_beginning_whatever_the_group_comm
     wait_until_processed(settings, first, 60)
     assert first.terminate() == 0  # the group has committed all 60
 
-    databases = scratch_database(settings, template=migrated_template)
-    fresh = settings.model_copy(update={"database_url": next(databases)})
-    try:
+    with scratch_database(settings, prefix="test", template=migrated_template) as url:
+        fresh = settings.model_copy(update={"database_url": url})
         seed_demo_catalog(fresh)
         second = start_worker(fresh)
         assert wait_until_processed(fresh, second, 60).accepted == 60
-    finally:
-        next(databases, None)  # drops the database

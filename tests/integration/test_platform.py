@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -17,11 +15,13 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
-from conftest import WorkerProcess
 
 from metering.config import Settings
 from metering.services import KafkaBroker
+from metering.services.worker import WorkerProcess
 from metering.store import migrate
+from tests.support.cli import metering
+from tests.support.workers import StartWorker
 
 
 def test_a_message_produced_to_the_broker_can_be_read_back(kafka: KafkaBroker) -> None:
@@ -75,27 +75,30 @@ def test_migrations_upgrade_downgrade_and_upgrade_again(empty_database: str) -> 
     assert tables() == at_head
 
 
-def test_the_worker_joins_its_consumer_group(settings: Settings, start_worker) -> None:
-    worker = start_worker()
+def stable_group_members(settings: Settings) -> int:
+    """Members of the settings' consumer group once it is stable; 0 before."""
 
-    async def group_members() -> int:
+    async def describe() -> int:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         await admin.start()
         try:
-            for _ in range(120):
-                try:
-                    [response] = await admin.describe_consumer_groups([settings.group_id])
-                    [group] = response.to_object()["groups"]
-                except GroupCoordinatorNotAvailableError:  # the group does not exist yet
-                    group = {}
-                if group.get("state") == "Stable" and group["members"]:
-                    return len(group["members"])
-                await asyncio.sleep(0.5)
+            [response] = await admin.describe_consumer_groups([settings.group_id])
+            [group] = response.to_object()["groups"]
+        except GroupCoordinatorNotAvailableError:  # the group does not exist yet
             return 0
         finally:
             await admin.close()
+        return len(group["members"]) if group.get("state") == "Stable" else 0
 
-    assert asyncio.run(group_members()) == 1
+    return asyncio.run(describe())
+
+
+def test_the_worker_joins_its_consumer_group(settings: Settings, start_worker: StartWorker) -> None:
+    worker = start_worker()
+    members = worker.wait_until(
+        lambda: stable_group_members(settings), "a stable group", timeout_s=60, interval_s=0.5
+    )
+    assert members == 1
     assert worker.terminate() == 0
 
 
@@ -116,7 +119,7 @@ def ask_quota_api(port: int, tenant: str) -> tuple[int, dict[str, str]]:
 
 
 def test_two_workers_on_one_host_each_serve_the_quota_api_on_a_port_of_their_own(
-    settings: Settings, start_worker
+    settings: Settings, start_worker: StartWorker
 ) -> None:
     unset = settings.model_copy(update={"worker_web_port": None})  # METERING_WORKER_WEB_PORT
     first = start_worker(unset)
@@ -141,13 +144,7 @@ def test_a_worker_given_a_port_that_is_taken_says_in_one_line_which_variable_to_
 ) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         busy = settings.model_copy(update={"worker_web_port": taken.getsockname()[1]})
-        result = subprocess.run(
-            [sys.executable, "-m", "metering.cli", "worker"],
-            env=busy.child_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = metering(busy, "worker", timeout_s=60)
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: port {busy.worker_web_port} on 127.0.0.1")
@@ -155,12 +152,12 @@ def test_a_worker_given_a_port_that_is_taken_says_in_one_line_which_variable_to_
 
 
 def test_the_worker_keeps_its_files_under_the_state_dir_not_in_the_working_directory(
-    settings: Settings, start_worker, tmp_path: Path
+    settings: Settings, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     """As in the Docker image, where the working directory is not the worker's to write."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    state = settings.model_copy(update={"state_dir": tmp_path / "state"})
+    state = settings.model_copy(update={"state_dir": tmp_path / "state", "worker_data_dir": None})
     worker = start_worker(state, cwd=cwd)
     worker.wait_for_log("Worker]: Ready")
     assert worker.terminate() == 0

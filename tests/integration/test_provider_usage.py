@@ -9,20 +9,20 @@ from decimal import Decimal
 
 import anthropic
 import psycopg
-from ingest_helpers import (
-    Message,
-    billed_hourly,
-    metering,
-    produce,
-    seed_catalog,
-    wait_until_processed,
-)
 
 from metering.billing.events import event_to_json
 from metering.billing.tokens import Usage
 from metering.config import Settings
 from metering.produce.producer import usage_event
 from metering.produce.providers import from_anthropic
+from tests.support.cli import metering
+from tests.support.ingest import (
+    Message,
+    billed_hourly,
+    produce,
+    seed_catalog,
+    wait_until_processed,
+)
 
 
 def test_anthropic_one_hour_cache_writes_are_billed_apart_and_old_events_stay_duplicates(

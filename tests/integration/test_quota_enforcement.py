@@ -16,10 +16,12 @@ import orjson
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
-from conftest import WorkerProcess
-from ingest_helpers import event, message, metering, produce, seed_catalog, wait_until_processed
 
 from metering.config import Settings
+from metering.services.worker import WorkerProcess
+from tests.support.cli import metering
+from tests.support.ingest import event, message, produce, seed_catalog, wait_until_processed
+from tests.support.waiting import eventually
 
 StartWorker = Callable[..., WorkerProcess]
 TENANT = "acme"
@@ -91,15 +93,6 @@ def ask(settings: Settings, tenant: str, token: str | None = None) -> tuple[int,
             return response.status, orjson.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, orjson.loads(error.read())
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 10) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 @pytest.fixture

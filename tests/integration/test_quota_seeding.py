@@ -14,14 +14,16 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import WorkerProcess
-from ingest_helpers import event, message, metering, produce, seed_catalog, wait_until_processed
-from test_quota_enforcement import ask, eventually, read_topic
+from test_quota_enforcement import ask, read_topic
 
 from metering.billing.periods import BillingPeriod, period_for
 from metering.billing.utc import rfc3339
 from metering.config import Settings
+from metering.services.worker import WorkerProcess
 from metering.wire.quota_messages import state_from_json
+from tests.support.cli import metering
+from tests.support.ingest import event, message, produce, seed_catalog, wait_until_processed
+from tests.support.waiting import eventually
 
 StartWorker = Callable[..., WorkerProcess]
 TENANT = "hooli"

@@ -9,8 +9,6 @@ migration's database privileges (no TEMPORARY for PUBLIC) are not copied by
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,19 +19,21 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import Logins, database_url
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from metering.billing.events import Catalog, UsageEvent, parse_event
 from metering.billing.invoices import Issuer
-from metering.config import PROJECT_ROOT, Settings
+from metering.config import Settings
 from metering.files.price_files import load_price_file
 from metering.services import PostgresServer
+from metering.services.scratch import admin_dsn, database_url, drop_database
 from metering.store import catalog, migrate
 from metering.store.billing.close import close_period
 from metering.store.billing.price_imports import import_prices
 from metering.store.ledger import Ledger, SourceRecord
+from tests.support.cli import metering
+from tests.support.logins import Logins
+from tests.support.usage import add_usage
 
 TENANTS = ("acme", "globex")
 # Every view a tenant login may read; each has a tenant_id column but revenue_by_model_daily.
@@ -60,11 +60,7 @@ def at(day: int, month: int = 10) -> datetime:
     return datetime(2026, month, day, 9, tzinfo=UTC)
 
 
-@pytest.fixture
-def settings(base_settings: Settings, empty_database: str) -> Settings:
-    """The test's own database, migrated from empty like `metering db upgrade` does it."""
-    migrate.upgrade(empty_database)
-    return base_settings.model_copy(update={"database_url": empty_database})
+pytestmark = pytest.mark.upgraded_from_empty
 
 
 @pytest.fixture
@@ -74,17 +70,9 @@ def admin(settings: Settings) -> Iterator[psycopg.Connection]:
         yield connection
 
 
-def add_usage(conn: psycopg.Connection, tenant: str, at: datetime, tokens: int) -> None:
-    """What ingest does with one event: add it to its hourly aggregate row."""
-    conn.execute(
-        "INSERT INTO usage_hourly AS h (tenant_id, model, service_tier, long_context, hour,"
-        " events, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,"
-        " reasoning_tokens) VALUES (%s, 'm1', 'standard', false, %s, 1, %s, 0, 0, %s, 0)"
-        " ON CONFLICT (tenant_id, model, service_tier, long_context, hour) DO UPDATE SET"
-        " events = h.events + 1, input_tokens = h.input_tokens + EXCLUDED.input_tokens,"
-        " output_tokens = h.output_tokens + EXCLUDED.output_tokens",
-        (tenant, at, tokens, tokens // 10),
-    )
+def add_usage_of(conn: psycopg.Connection, tenant: str, at: datetime, tokens: int) -> None:
+    """One event of model m1: ``tokens`` in, a tenth of that out."""
+    add_usage(conn, tenant, "m1", at, input_tokens=tokens, output_tokens=tokens // 10)
 
 
 def add_alert(conn: psycopg.Connection, tenant: str, threshold: int) -> None:
@@ -113,8 +101,8 @@ def world(admin: psycopg.Connection, tmp_path: Path) -> psycopg.Connection:
     (tmp_path / "prices.yaml").write_text(PRICES)
     import_prices(admin, load_price_file(tmp_path / "prices.yaml"))
     for n, tenant in enumerate(TENANTS, start=1):
-        add_usage(admin, tenant, at(3), 1_000_000 * n)
-        add_usage(admin, tenant, at(12), 300_000 * n)
+        add_usage_of(admin, tenant, at(3), 1_000_000 * n)
+        add_usage_of(admin, tenant, at(12), 300_000 * n)
     close_period(
         admin,
         "2026-10",
@@ -124,8 +112,8 @@ def world(admin: psycopg.Connection, tmp_path: Path) -> psycopg.Connection:
         issuer=Issuer("LLM Hosting Platform"),
     )
     for n, tenant in enumerate(TENANTS, start=1):
-        add_usage(admin, tenant, at(20), 5_000 * n)  # late for the closed October
-        add_usage(admin, tenant, at(2, 11), 7_000 * n)
+        add_usage_of(admin, tenant, at(20), 5_000 * n)  # late for the closed October
+        add_usage_of(admin, tenant, at(2, 11), 7_000 * n)
         add_alert(admin, tenant, 50)
         add_alert(admin, tenant, 80)
     return admin
@@ -170,19 +158,6 @@ def revenue(conn: psycopg.Connection) -> Decimal:
     row = conn.execute("SELECT sum(amount) FROM reporting.revenue_by_model_daily").fetchone()
     assert row is not None
     return Decimal(row[0] or 0)
-
-
-def metering(settings: Settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Runs ``metering ARGS`` as an operator would, against the test's database."""
-    return subprocess.run(
-        [sys.executable, "-m", "metering.cli", *args],
-        env=settings.child_env(),
-        cwd=PROJECT_ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def refused(conn: psycopg.Connection, statement: str) -> None:
@@ -401,8 +376,7 @@ def test_a_database_migrated_by_its_own_unprivileged_owner_still_stages_ingest_i
     TEMPORARY from PUBLIC must leave it the staging table the worker COPYs batches into."""
     owner = login_roles.new_role("owner")
     name = f"test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = make_conninfo(base_settings.psycopg_dsn, dbname="postgres")
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+    with psycopg.connect(admin_dsn(base_settings), autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(owner)))
         admin.execute(
             sql.SQL("CREATE DATABASE {} OWNER {}").format(
@@ -422,8 +396,7 @@ def test_a_database_migrated_by_its_own_unprivileged_owner_still_stages_ingest_i
             catalog.add_models(conn, [catalog.ModelRow("m1", "meta", "M1")])
         assert asyncio.run(ingest_one_event(dsn)) == 1
     finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(base_settings, name)
 
 
 async def ingest_one_event(dsn: str) -> int:

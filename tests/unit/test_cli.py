@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,32 @@ def test_services_env_prints_lines_a_shell_can_eval(monkeypatch: pytest.MonkeyPa
     get_settings.cache_clear()
     assert "export METERING_KAFKA_BOOTSTRAP=127.0.0.1:29092" in result.output
     assert "export METERING_DATABASE_URL=postgresql+psycopg://" in result.output
+
+
+HEAVY = ("sqlalchemy", "psycopg", "alembic", "faust", "aiokafka", "fpdf")
+"""What no `--help` may load: the database and Kafka clients, the stream framework, the PDF
+writer. A command loads what it needs when it runs, so that `metering` starts quickly."""
+
+HELP_THEN_LIST_MODULES = f"""
+import sys
+from metering.cli.app import app
+try:
+    app(sys.argv[1:])
+finally:
+    print(*(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["usage"], ["invoices", "export"], ["quota", "set"], ["worker"]], ids=" ".join
+)
+def test_help_loads_no_database_kafka_stream_or_pdf_library(command: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_THEN_LIST_MODULES, *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+    assert result.stderr.split() == []

@@ -8,8 +8,6 @@ itself; expected totals are summed here, from the events a test sent.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -23,13 +21,13 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from conftest import WorkerProcess
 
 from metering.billing.events import SERVICE_TIERS
 from metering.billing.prices import PriceEntry
 from metering.billing.tokens import TokenClass
-from metering.config import PROJECT_ROOT, Settings
+from metering.config import Settings
 from metering.files.price_files import LIST_PRICES, load_price_file
+from metering.services.worker import WorkerProcess
 from metering.store import catalog
 from metering.store.billing.price_imports import import_prices
 from metering.store.reconcile import Progress, read_progress
@@ -242,22 +240,13 @@ def wait_until_processed(
     Fails at once if it has committed more (something was processed twice) or if the
     worker died.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def done() -> Progress | None:
         now = progress(settings)
-        if now.processed == records:
-            return now
-        assert now.processed < records, f"processed {now.processed} records, sent {records}"
-        if worker.proc.poll() is not None:
-            raise AssertionError(
-                f"worker exited ({worker.proc.returncode}):\n{worker.log()[-3000:]}"
-            )
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"ledger processed {now.processed} of {records} records within {timeout_s}s:\n"
-                f"{worker.log()[-3000:]}"
-            )
-        time.sleep(0.1)
+        assert now.processed <= records, f"processed {now.processed} records, sent {records}"
+        return now if now.processed == records else None
+
+    return worker.wait_until(done, f"the ledger processing {records} records", timeout_s)
 
 
 def billed_hourly(settings: Settings) -> dict[tuple[str, str, datetime], dict[str, int]]:
@@ -277,18 +266,3 @@ def ledger_rows_per_event(settings: Settings) -> dict[str, int]:
     with psycopg.connect(settings.psycopg_dsn) as conn:
         rows = conn.execute("SELECT event_id::text, count(*) FROM usage_ledger GROUP BY 1")
         return {event_id: count for event_id, count in rows}
-
-
-# --- the command line ----------------------------------------------------------------------
-
-
-def metering(settings: Settings, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
-    """Runs ``metering ARGS`` as a user would, against the test's database and topics."""
-    return subprocess.run(
-        [sys.executable, "-m", "metering.cli", *args],
-        env=settings.child_env(),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )

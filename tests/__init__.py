@@ -1,0 +1,1 @@
+"""The test suite: unit/ (pure), integration/ (real Kafka and PostgreSQL), support/."""
