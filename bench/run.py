@@ -82,7 +82,7 @@ class Progress:
             return
         self.done()
         self._phase = text
-        self.console.print(f"== {text}", highlight=False)
+        self.console.print(f"== {text}", highlight=False, soft_wrap=True)
         if self.console.is_terminal:
             self._status = self.console.status(text)
             self._status.start()
@@ -91,7 +91,7 @@ class Progress:
         if self._status is not None:
             self._status.update(f"{self._phase}: {text}")
         elif self.console is not None and time.monotonic() - self._last >= self.LOG_EVERY_S:
-            self.console.print(f"   {text}", highlight=False)
+            self.console.print(f"   {text}", highlight=False, soft_wrap=True)
             self._last = time.monotonic()
 
     def done(self) -> None:

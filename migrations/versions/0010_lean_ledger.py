@@ -8,6 +8,10 @@
 - The columns are reordered, 8-byte ones first, so that no alignment padding sits between
   them. PostgreSQL cannot move a column in place, so the table is rebuilt and every row
   carried over; the primary key is built after the rows are in.
+- Token counts stay ``bigint``: validation caps them at ``METERING_MAX_TOKENS_PER_EVENT``
+  (50M by default), which an operator may raise past what ``integer`` holds. Tenant and
+  model stay text: integer keys would save ~20 bytes a row more, but every query and test
+  that reads the ledger by tenant would need a join; the row is under 300 bytes without.
 
 Downgrade rebuilds the table in revision 0009's column order with its index and every row.
 The fingerprints stay 16 bytes long (the rest of the digest is gone): revision 0009's code
