@@ -64,9 +64,9 @@ class _PartitionTally:
 
 
 FINGERPRINT_BYTES: Final = 16
-"""The ledger keeps the first 16 bytes of an event's SHA-256 fingerprint: enough to tell a
-changed payload under a known ``event_id`` from a retry (a chance collision would need
-2^64 attempts on one id), half the bytes of the full digest."""
+"""The ledger keeps the first 16 bytes of an event's SHA-256 fingerprint, half the digest:
+a changed payload under a known ``event_id`` passes for a retry with a chance of 2^-128,
+since it is compared with the one stored value, not searched for among many."""
 
 # In the ledger's own column order (migration 0010): 8-byte columns first, so that no
 # alignment padding sits between them, then the 4-, 1-byte and variable-length ones.
@@ -263,9 +263,10 @@ class LedgerBatch:
         await self._stage(first.values())
         cursor = await self._conn.execute(_INSERT_LEDGER)
         not_inserted = {row[0] for row in await cursor.fetchall()}
-        if not_inserted:
-            repeats.extend(first[event_id] for event_id in not_inserted)
-            inserted = [item for item in first.values() if item[1].event_id not in not_inserted]
+        if not_inserted:  # already in the ledger: repeats, in the batch's order
+            inserted: list[tuple[SourceRecord, UsageEvent]] = []
+            for event_id, item in first.items():
+                (repeats if event_id in not_inserted else inserted).append(item)
         else:
             inserted = list(first.values())
         self.inserted_events = [event for _, event in inserted]
