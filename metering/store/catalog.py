@@ -64,7 +64,12 @@ def list_models(conn: psycopg.Connection) -> list[ModelRow]:
     return [ModelRow(*row) for row in rows]
 
 
-_THRESHOLDS = "SELECT model_id, long_context_above FROM models WHERE long_context_above IS NOT NULL"
+async def read_thresholds(conn: psycopg.AsyncConnection) -> dict[str, int]:
+    """Each model's long-context threshold (input tokens), for the models that have one."""
+    cursor = await conn.execute(
+        "SELECT model_id, long_context_above FROM models WHERE long_context_above IS NOT NULL"
+    )
+    return dict(await cursor.fetchall())
 
 
 class CatalogCache:
@@ -96,8 +101,7 @@ class CatalogCache:
     async def load(self) -> None:
         """Loads the catalogs and prices the first time; the thresholds every time."""
         conn = await self._db.connection()
-        thresholds = await (await conn.execute(_THRESHOLDS)).fetchall()
-        self.long_context_above = dict(thresholds)
+        self.long_context_above = await read_thresholds(conn)
         if self._loaded:
             return
         tenants = await (await conn.execute("SELECT tenant_id FROM tenants")).fetchall()
@@ -136,7 +140,7 @@ class CatalogCache:
         if not found_tenants and not found_models:
             return False
         if found_models:  # a model added since may come with a threshold
-            self.long_context_above = dict(await (await conn.execute(_THRESHOLDS)).fetchall())
+            self.long_context_above = await read_thresholds(conn)
         self.catalog = Catalog(
             tenants=self.catalog.tenants | {t for (t,) in found_tenants},
             models=self.catalog.models | {m for (m,) in found_models},

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 from metering.billing.events import Rejection, UsageEvent
 from metering.billing.long_context import is_long_context
+from metering.store.catalog import read_thresholds
 from metering.store.connection import Reconnecting
 
 
@@ -399,9 +400,10 @@ class Ledger(Reconnecting):
     """The sink's connection; reconnects after PostgreSQL restarts (the caller retries).
 
     ``thresholds`` gives each model's long-context threshold at the time of a batch: the
-    worker's catalog cache, which reads them again for every batch it classifies."""
+    worker passes its catalog cache, which reads them again for every batch it classifies.
+    Without it, each batch reads them from the catalog itself (one more query)."""
 
-    def __init__(self, dsn: str, thresholds: Thresholds) -> None:
+    def __init__(self, dsn: str, thresholds: Thresholds | None = None) -> None:
         super().__init__(dsn)
         self._thresholds = thresholds
 
@@ -419,6 +421,9 @@ class Ledger(Reconnecting):
         return dict(await cursor.fetchall())
 
     async def batch(self, records: Sequence[SourceRecord], *, trial: bool = False) -> LedgerBatch:
-        return LedgerBatch(
-            await self.connection(), records, self._thresholds.long_context_above, trial=trial
-        )
+        conn = await self.connection()
+        if self._thresholds is None:
+            thresholds: Mapping[str, int] = await read_thresholds(conn)
+        else:
+            thresholds = self._thresholds.long_context_above
+        return LedgerBatch(conn, records, thresholds, trial=trial)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 import psycopg
+import pytest
 
 from metering.billing.events import Catalog, UsageEvent, parse_event
 from metering.store import catalog, migrate
@@ -38,12 +39,15 @@ def event(event_id: uuid.UUID, input_tokens: int = 1_000, output_tokens: int = 2
     return parsed
 
 
-def write(url: str, events: list[UsageEvent], first_offset: int) -> BatchOutcome:
-    """Writes ``events`` as one batch of records from partition 0, as the worker does."""
+def write(
+    url: str, events: list[UsageEvent], first_offset: int, *, cached: bool = True
+) -> BatchOutcome:
+    """Writes ``events`` as one batch of records from partition 0, as the worker does (with
+    its catalog cache) or, ``cached=False``, as a ledger on its own."""
 
     async def run() -> BatchOutcome:
         cache = CatalogCache(dsn(url))
-        ledger = Ledger(dsn(url), cache)
+        ledger = Ledger(dsn(url), cache if cached else None)
         try:
             await cache.load()
             records = [
@@ -127,17 +131,18 @@ def test_a_retry_of_an_event_stored_before_the_lean_layout_is_a_duplicate_and_a_
         assert conn.execute("SELECT count(*) FROM ledger_conflicts").fetchone() == (1,)
 
 
+@pytest.mark.parametrize("cached", [True, False], ids=["worker's catalog cache", "ledger alone"])
 def test_long_context_follows_the_catalogs_threshold_at_the_time_of_the_batch(
-    database: str,
+    database: str, cached: bool
 ) -> None:
     with psycopg.connect(dsn(database)) as conn:
         catalog.add_tenants(conn, [catalog.TenantRow("acme", "Acme")])
         catalog.add_models(conn, MODELS)
     at_threshold, above = event(uuid.uuid4(), 100_000), event(uuid.uuid4(), 150_000)
-    assert write(database, [at_threshold, above], 0).accepted == 2
+    assert write(database, [at_threshold, above], 0, cached=cached).accepted == 2
     with psycopg.connect(dsn(database)) as conn:
         conn.execute("UPDATE models SET long_context_above = 200000 WHERE model_id = 'grok-3'")
-    assert write(database, [event(uuid.uuid4(), 150_000)], 2).accepted == 1
+    assert write(database, [event(uuid.uuid4(), 150_000)], 2, cached=cached).accepted == 1
 
     with psycopg.connect(dsn(database)) as conn:
         flags = conn.execute(
