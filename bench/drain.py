@@ -6,9 +6,15 @@ same run, on the same records:
 
 - the consumer ceiling: a bare aiokafka consumer fetching with ``getmany`` (the worker's
   fetch sizes and batch size) and decoding each value with orjson, doing nothing else;
-- the database ceiling: one binary COPY from psycopg of N ledger rows into a scratch
-  table ``LIKE usage_ledger INCLUDING ALL`` (same columns and indexes), the rows taken
-  from the drained ledger so that no Python runs per row.
+- the database ceiling: one binary COPY from psycopg of the same N ledger rows into a
+  scratch table with the ledger's own primary key and indexes (``LIKE usage_ledger
+  INCLUDING ALL``): what any design keeping one durable, unique ledger row per event must
+  pay. The rows are taken from the drained ledger so that no Python runs per row. Next to
+  it, the bare COPY of the same rows into a table with no key or index.
+
+The same code drains a ledger pre-filled with many rows (the growth case) and runs several
+worker processes sharing the partitions (the processes case), each next to the drain on
+the empty ledger with one worker, in the same run.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import orjson
 import psycopg
@@ -39,6 +46,7 @@ from bench.report import Case, Figure, Target
 from metering.config import Settings
 from metering.produce.producer import produce
 from metering.services import KafkaBroker
+from metering.services.process import free_port
 from metering.tools.traffic import TrafficMessage, TrafficPlan, TrafficSpec
 from metering.wire.kafka_admin import ensure_topics, partitions_of
 
@@ -110,6 +118,8 @@ class Drain:
     peak_rss: int = 0
     batches: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)  # first commit to last, per process
+    wal_bytes: int = 0  # WAL the server wrote from the first commit to the last
+    processes: int = 1
 
     @property
     def steady_events(self) -> int:
@@ -127,33 +137,55 @@ class Drain:
 
 
 class CpuClock:
-    """CPU seconds used by the worker, its PostgreSQL sessions, the broker and the machine."""
+    """CPU seconds used by the workers, their PostgreSQL sessions, the broker and the machine,
+    and the server's WAL position (bytes written so far)."""
 
-    def __init__(self, conn: psycopg.Connection, worker_pid: int, broker_pid: int | None) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, worker_pids: list[int], broker_pid: int | None
+    ) -> None:
         self.conn = conn
-        self.pids = {"worker": worker_pid, "kafka": broker_pid}
+        self.worker_pids = worker_pids
+        self.broker_pid = broker_pid
 
     def read(self) -> dict[str, float]:
         backends = self.conn.execute(
             "SELECT pid FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchall()
+        wal = self.conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
         return {
-            **{name: cpu_seconds(pid) for name, pid in self.pids.items()},
+            "worker": sum(cpu_seconds(pid) for pid in self.worker_pids),
+            "kafka": cpu_seconds(self.broker_pid),
             "worker_postgres_sessions": sum(cpu_seconds(pid) for (pid,) in backends),
             "machine_all_cores": busy_cpu_seconds(),
             "wall": time.perf_counter(),
+            "wal_bytes": float(wal[0]) if wal else 0.0,
         }
 
 
-def drain(settings: Settings, events: int, log_path: Path, *, say: Say) -> Drain:
-    """Starts a worker and samples the ledger's progress every 50 ms until all is in."""
+def drain(
+    settings: Settings, events: int, log_path: Path, *, say: Say, processes: int = 1
+) -> Drain:
+    """Starts ``processes`` workers (one consumer group) and samples the ledger's progress
+    every 50 ms until all is in. Times are from the first worker's start."""
     deadline = time.monotonic() + max(300.0, events / 1_000)
+    logs = [log_path] + [log_path.with_suffix(f".{i}.log") for i in range(1, processes)]
     with (
         psycopg.connect(dsn(settings.database_url), autocommit=True) as conn,
-        running_worker(settings, log_path) as worker,
+        ExitStack() as stack,
     ):
-        clock = CpuClock(conn, worker.pid, KafkaBroker(settings).status().pid)
+        # Each worker its own quota API port; the first keeps the one the settings name.
+        workers = [
+            stack.enter_context(
+                running_worker(
+                    settings.model_copy(update={"worker_web_port": free_port()}) if i else settings,
+                    log,
+                )
+            )
+            for i, log in enumerate(logs)
+        ]
+        worker = workers[0]
+        clock = CpuClock(conn, [w.pid for w in workers], KafkaBroker(settings).status().pid)
         result: Drain | None = None
         cpu_at_first: dict[str, float] = {}
         next_rss = 0.0
@@ -161,22 +193,26 @@ def drain(settings: Settings, events: int, log_path: Path, *, say: Say) -> Drain
             done = processed(conn, settings.topic_usage)
             elapsed = time.perf_counter() - worker.started
             if done and result is None:
-                result = Drain(events, startup_s=elapsed, first_batch=done)
+                result = Drain(events, startup_s=elapsed, first_batch=done, processes=processes)
                 cpu_at_first = clock.read()
             if result is not None and (elapsed >= next_rss or done >= events):
-                result.rss.append((round(elapsed, 3), done, worker.rss_bytes()))
+                rss = sum(w.rss_bytes() for w in workers)
+                result.rss.append((round(elapsed, 3), done, rss))
                 next_rss = elapsed + RSS_EVERY_S
                 say(f"drained {done:,}/{events:,}")
             if result is not None and done >= events:
                 result.total_s = elapsed
-                result.peak_rss = max(worker.rss_bytes("VmHWM"), *(b for *_, b in result.rss))
+                peak = sum(w.rss_bytes("VmHWM") for w in workers)
+                result.peak_rss = max(peak, *(b for *_, b in result.rss))
                 result.cpu_s = {k: v - cpu_at_first[k] for k, v in clock.read().items()}
+                result.wal_bytes = int(result.cpu_s.pop("wal_bytes"))
                 break
-            worker.check_alive()
+            for each in workers:
+                each.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"drained {done:,} of {events:,}:\n{worker.log_tail()}")
             time.sleep(POLL_S)
-    result.batches = batch_stats(log_path.read_bytes())
+    result.batches = batch_stats(b"".join(log.read_bytes() for log in logs))
     return result
 
 
@@ -196,6 +232,7 @@ def batch_stats(log: bytes) -> dict[str, float]:
 class Ceiling:
     rate: float  # events (rows) per second
     cpu_us: float  # CPU per event (row): the bare consumer's, or the COPY's session's
+    wal_bytes: float | None = None  # WAL per row, for a COPY
 
 
 async def consume_ceiling(settings: Settings, events: int) -> Ceiling:
@@ -230,49 +267,107 @@ async def consume_ceiling(settings: Settings, events: int) -> Ceiling:
         await consumer.stop()
 
 
-def copy_ceiling(settings: Settings, rows: int) -> Ceiling:
-    """One binary COPY of ``rows`` ledger rows, committed.
+@dataclass(frozen=True, slots=True)
+class CopyCeilings:
+    keyed: Ceiling  # into a table with the ledger's primary key and indexes: the honest one
+    bare: Ceiling  # into a table with the ledger's columns only
+
+
+def ledger_columns(conn: psycopg.Connection) -> list[str]:
+    return [
+        name
+        for (name,) in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'usage_ledger'::regclass"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        )
+    ]
+
+
+def _with_new_ids(columns: list[str], table: str = "usage_ledger") -> str:
+    return ", ".join("gen_random_uuid()" if c == "event_id" else f"{table}.{c}" for c in columns)
+
+
+def copy_ceilings(settings: Settings, rows: int) -> CopyCeilings:
+    """One binary COPY of ``rows`` ledger rows, committed, into a table with the ledger's key
+    and indexes, then the same into a table without them.
 
     The rows are the drained ledger's, exported first (not timed); the few missing to make
     ``rows`` (duplicates and invalid events are not ledger rows) are copies with new ids.
     """
     with psycopg.connect(dsn(settings.database_url)) as conn, tempfile.TemporaryFile() as data:
-        columns = [
-            name
-            for (name,) in conn.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = 'usage_ledger'::regclass"
-                " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
-            )
-        ]
-        refill = ", ".join("gen_random_uuid()" if c == "event_id" else c for c in columns)
+        columns = ledger_columns(conn)
         have = conn.execute("SELECT count(*) FROM usage_ledger").fetchone()[0]  # type: ignore[index]
         export = (
             f"COPY (SELECT * FROM usage_ledger UNION ALL"
-            f" (SELECT {refill} FROM usage_ledger LIMIT {max(0, rows - have)}))"
+            f" (SELECT {_with_new_ids(columns)} FROM usage_ledger LIMIT {max(0, rows - have)}))"
             " TO STDOUT (FORMAT BINARY)"
         )
         with conn.cursor().copy(export) as copy:
             for chunk in copy:
                 data.write(chunk)
-        data.seek(0)
-        conn.execute("CREATE TABLE bench_copy (LIKE usage_ledger INCLUDING ALL)")
+        keyed = _timed_copy(conn, data, "INCLUDING ALL")
+        bare = _timed_copy(conn, data, "INCLUDING DEFAULTS")
+        return CopyCeilings(keyed, bare)
+
+
+def _timed_copy(conn: psycopg.Connection, data: IO[bytes], like: str) -> Ceiling:
+    """COPYs ``data`` into a new table ``LIKE usage_ledger {like}``: rate, CPU, WAL per row."""
+    data.seek(0)
+    conn.execute(f"CREATE TABLE bench_copy (LIKE usage_ledger {like})")
+    conn.commit()
+    session = conn.info.backend_pid
+    try:
+        cursor = conn.cursor()
+        wal_before = _wal_position(conn)
+        started, cpu = time.perf_counter(), cpu_seconds(session)
+        with cursor.copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as copy:
+            while chunk := data.read(1 << 20):
+                copy.write(chunk)
         conn.commit()
-        session = conn.info.backend_pid
-        try:
-            cursor = conn.cursor()
-            started, cpu = time.perf_counter(), cpu_seconds(session)
-            with cursor.copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as copy:
-                while chunk := data.read(1 << 20):
-                    copy.write(chunk)
-            conn.commit()
-            seconds, cpu = time.perf_counter() - started, cpu_seconds(session) - cpu
-            return Ceiling(cursor.rowcount / seconds, cpu / cursor.rowcount * 1e6)
-        finally:
-            conn.execute("DROP TABLE IF EXISTS bench_copy")
-            conn.commit()
+        seconds, cpu = time.perf_counter() - started, cpu_seconds(session) - cpu
+        wal = _wal_position(conn) - wal_before
+        rows = cursor.rowcount
+        return Ceiling(rows / seconds, cpu / rows * 1e6, wal / rows)
+    finally:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.commit()
 
 
-def drain_case(run: Drain, produced: Produced, consume: Ceiling, copy: Ceiling) -> Case:
+def _wal_position(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0]) if row else 0
+
+
+def prefill_ledger(settings: Settings, rows: int) -> float:
+    """Adds ``rows`` ledger rows shaped like the drained ones (copies with new random ids),
+    in SQL with ``generate_series``; returns the seconds it took.
+
+    The primary key is dropped while the rows go in and built again afterwards (a sort, far
+    quicker than ten million random inserts), then a checkpoint: the drain that follows
+    starts as a long-running ledger does after one, paying for full-page images."""
+    started = time.perf_counter()
+    with psycopg.connect(dsn(settings.database_url), autocommit=True) as conn:
+        columns = ledger_columns(conn)
+        have = conn.execute("SELECT count(*) FROM usage_ledger").fetchone()[0]  # type: ignore[index]
+        copies = -(-rows // max(have, 1))
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        conn.execute("ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_pkey")
+        conn.execute(
+            f"INSERT INTO usage_ledger ({', '.join(columns)})"
+            f" SELECT {_with_new_ids(columns, 'l')}"
+            f" FROM generate_series(1, {copies}) AS copy CROSS JOIN usage_ledger AS l"
+            f" LIMIT {rows}"
+        )
+        conn.execute(
+            "ALTER TABLE usage_ledger ADD CONSTRAINT usage_ledger_pkey PRIMARY KEY (event_id)"
+        )
+        conn.execute("VACUUM (ANALYZE) usage_ledger")
+        conn.execute("CHECKPOINT")
+    return time.perf_counter() - started
+
+
+def drain_case(run: Drain, produced: Produced, consume: Ceiling, copies: CopyCeilings) -> Case:
+    copy = copies.keyed
     ceiling_name, ceiling = min(
         ("consume ceiling", consume.rate), ("COPY ceiling", copy.rate), key=lambda c: c[1]
     )
@@ -301,7 +396,13 @@ def drain_case(run: Drain, produced: Produced, consume: Ceiling, copy: Ceiling) 
             Figure("worker startup to first commit", run.startup_s, "s"),
             Figure("drain time incl. startup", run.total_s, "s"),
             Figure("consume ceiling: getmany + orjson", consume.rate, "events/s"),
-            Figure("COPY ceiling: binary COPY of ledger rows", copy.rate, "rows/s"),
+            Figure(
+                "COPY ceiling: binary COPY, ledger's key and indexes",
+                copy.rate,
+                "rows/s",
+                "bare COPY, no key or index",
+                copies.bare.rate,
+            ),
             Figure(
                 "worker CPU per event",
                 cpu["worker"] * per_event,
@@ -316,21 +417,120 @@ def drain_case(run: Drain, produced: Produced, consume: Ceiling, copy: Ceiling) 
                 "COPY's session, per row",
                 copy.cpu_us,
             ),
+            Figure(
+                "WAL per event, whole server",
+                run.wal_bytes / max(run.steady_events, 1),
+                "B",
+                "COPY, per row",
+                copy.wal_bytes,
+            ),
         ],
         notes=[
             f"{run.events:,} events (2% duplicates, 0.5% invalid, 1% late) pre-produced in "
             f"{produced.seconds:.1f}s; the worker ran as `metering worker`",
-            "ratios are to the lower ceiling; the ceilings are timed from the first batch",
-            f"first to last commit ({cpu['wall']:.1f}s), CPU seconds: worker "
-            f"{cpu['worker']:.1f}, its PostgreSQL sessions {cpu['worker_postgres_sessions']:.1f}, "
-            f"Kafka {cpu['kafka']:.1f}, whole machine {cpu['machine_all_cores']:.1f} "
-            f"of {cpu['wall'] * (os.cpu_count() or 1):.1f}",
+            "ratios are to the lower ceiling; the ceilings are timed from the first batch;"
+            " the COPY ceiling has the ledger's primary key and indexes, as any design keeping"
+            f" one unique ledger row per event must (bare COPY: {copies.bare.rate:,.0f} rows/s,"
+            f" {copies.bare.cpu_us:.1f} us per row)",
+            _cpu_note(run),
         ],
         details={
             "events": run.events,
             "first_batch_records": run.first_batch,
             "worker_batches": run.batches,
             "cpu_seconds_first_to_last_commit": cpu,
+            "wal_bytes_first_to_last_commit": run.wal_bytes,
             "produce_events_per_s": produced.events / produced.seconds,
+            "copy_ceilings": {
+                "keyed": {"rows_per_s": copy.rate, "cpu_us": copy.cpu_us, "wal": copy.wal_bytes},
+                "bare": {
+                    "rows_per_s": copies.bare.rate,
+                    "cpu_us": copies.bare.cpu_us,
+                    "wal": copies.bare.wal_bytes,
+                },
+            },
         },
+    )
+
+
+def _cpu_note(run: Drain) -> str:
+    cpu = run.cpu_s
+    return (
+        f"first to last commit ({cpu['wall']:.1f}s), CPU seconds: worker "
+        f"{cpu['worker']:.1f}, its PostgreSQL sessions {cpu['worker_postgres_sessions']:.1f}, "
+        f"Kafka {cpu['kafka']:.1f}, whole machine {cpu['machine_all_cores']:.1f} "
+        f"of {cpu['wall'] * (os.cpu_count() or 1):.1f}"
+    )
+
+
+def _against(name: str, run: Drain, baseline: Drain, targets: tuple[Target, ...]) -> list[Figure]:
+    """A drain's rates and costs, each next to the same figure of ``baseline``."""
+    per_event, base_per_event = (
+        1e6 / max(run.steady_events, 1),
+        1e6 / max(baseline.steady_events, 1),
+    )
+    return [
+        Figure(
+            "events/s, worker start to zero lag",
+            run.rate_end_to_end,
+            "events/s",
+            name,
+            baseline.rate_end_to_end,
+            targets,
+        ),
+        Figure(
+            "events/s, first to last commit",
+            run.rate_steady,
+            "events/s",
+            name,
+            baseline.rate_steady,
+            targets,
+        ),
+        Figure("worker startup to first commit", run.startup_s, "s", name, baseline.startup_s),
+        Figure(
+            "PostgreSQL CPU per event, worker's sessions",
+            run.cpu_s["worker_postgres_sessions"] * per_event,
+            "us",
+            name,
+            baseline.cpu_s["worker_postgres_sessions"] * base_per_event,
+        ),
+        Figure(
+            "WAL per event, whole server",
+            run.wal_bytes / max(run.steady_events, 1),
+            "B",
+            name,
+            baseline.wal_bytes / max(baseline.steady_events, 1),
+        ),
+    ]
+
+
+GROWTH_SHARE = 0.8  # of the drain rate on the empty ledger
+
+
+def growth_case(filled: Drain, empty: Drain, ledger_rows: int, prefill_s: float) -> Case:
+    """The same drain into a ledger already holding ``ledger_rows`` rows, against the empty one."""
+    return Case(
+        "growth",
+        _against("empty ledger", filled, empty, (Target(">=", GROWTH_SHARE, of_ratio=True),)),
+        notes=[
+            f"{filled.events:,} new events drained into a ledger pre-filled with"
+            f" {ledger_rows:,} rows (copies of the drained rows with new ids, {prefill_s:.0f}s"
+            " in SQL, then a checkpoint); baseline: the drain case on the empty ledger",
+            _cpu_note(filled),
+        ],
+        details={"ledger_rows": ledger_rows, "prefill_s": prefill_s, "batches": filled.batches},
+    )
+
+
+def processes_case(run: Drain, single: Drain) -> Case:
+    """``run.processes`` worker processes in one consumer group against one."""
+    return Case(
+        "processes",
+        _against("one worker", run, single, ()),
+        notes=[
+            f"{run.events:,} new events drained by {run.processes} `metering worker` processes"
+            " sharing the partitions (one consumer group); baseline: the drain case, one worker",
+            _cpu_note(run),
+        ],
+        details={"processes": run.processes, "batches": run.batches},
     )

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+from rich.console import Console
+from rich.status import Status
 
 from bench import drain, invoice_close, latency, memory, quota, storage
 from bench.harness import demo_database, fresh_topics
@@ -22,14 +24,16 @@ from metering.wire.kafka_admin import delete_topics, worker_topics
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 QUOTA_FALLBACK_RATE = 2_500  # background load for the quota case if the drain failed
-CASES = ("drain", "latency", "memory", "storage", "invoice_close", "quota")
+CASES = ("drain", "growth", "processes", "latency", "memory", "storage", "invoice_close", "quota")
 
 _T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
-    events: int = 1_000_000  # drained in case 1
+    events: int = 1_000_000  # drained in case 1, and again in the growth and processes cases
+    ledger_rows: int = 10_000_000  # rows already in the ledger for the growth case
+    processes: int = 2  # worker processes sharing the partitions in the processes case
     latency_s: float = 60.0
     latency_rate: float | None = None  # default: half case 1's rate, first to last commit
     invoice_tenants: int = 1_000
@@ -42,7 +46,12 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> BenchConfig:
         return cls(
-            events=100_000, latency_s=20.0, invoice_tenants=100, quota_trials=10, quota_seconds=5
+            events=300_000,  # enough for a steady rate: start-up is 1.7-2.1 s of it
+            ledger_rows=1_000_000,
+            latency_s=20.0,
+            invoice_tenants=100,
+            quota_trials=10,
+            quota_seconds=5,
         )
 
 
@@ -54,19 +63,42 @@ class BenchResult:
 
 
 class Progress:
-    """Phase headings on their own lines; progress within a phase overwrites one line."""
+    """Phase headings as lines of their own; progress within a phase through rich.
 
-    def __init__(self, write: Callable[[str], None]) -> None:
-        self.write = write
+    On a terminal, the progress is one live status line that each update replaces; in a
+    log (not a terminal) it is a plain line at most every ``LOG_EVERY_S`` seconds, so the
+    log holds no carriage returns or control codes. Without a console, nothing is shown."""
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console
+        self._status: Status | None = None
+        self._phase = ""
         self._last = 0.0
 
     def phase(self, text: str) -> None:
-        self.write(f"\n== {text}\n")
+        if self.console is None:
+            return
+        self.done()
+        self._phase = text
+        self.console.print(f"== {text}", highlight=False, soft_wrap=True)
+        if self.console.is_terminal:
+            self._status = self.console.status(text)
+            self._status.start()
 
     def say(self, text: str) -> None:
-        if time.monotonic() - self._last >= 0.5:
-            self.write(f"\r   {text:<60}")
+        if self._status is not None:
+            self._status.update(f"{self._phase}: {text}")
+        elif self.console is not None and time.monotonic() - self._last >= self.LOG_EVERY_S:
+            self.console.print(f"   {text}", highlight=False, soft_wrap=True)
             self._last = time.monotonic()
+
+    def done(self) -> None:
+        """Ends the live status line, if there is one."""
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
 
 class Results:
@@ -100,7 +132,7 @@ def run_bench(
     progress: Progress | None = None,
 ) -> BenchResult:
     """Runs the cases and writes the results document to ``results_dir``."""
-    show = progress or Progress(lambda _: None)
+    show = progress or Progress()
     started = datetime.now(UTC)
     stamp = f"{started:%Y%m%dT%H%M%SZ}"
     logs = results_dir / f"{stamp}-logs"
@@ -118,10 +150,15 @@ def run_bench(
     results = Results()
     with demo_database(settings, tenants=max(50, config.invoice_tenants)) as bench_db:
         on_drain, on_latency = fresh_topics(bench_db, "drain"), fresh_topics(bench_db, "latency")
+        on_growth, on_processes = fresh_topics(bench_db, "growth"), fresh_topics(bench_db, "procs")
+        topics = [on_drain, on_latency, on_growth, on_processes]
         drain_rate: float | None = None
         try:
-            drain_rate = _drain(on_drain, config, logs, show, results)
+            single = _drain(on_drain, config, logs, show, results)
+            drain_rate = (single.rate_steady or single.rate_end_to_end) if single else None
+            _processes(on_processes, config, single, logs, show, results)
             _latency(on_latency, config, drain_rate, logs, show, results)
+            _growth(on_growth, config, single, logs, show, results)  # last: it fills the ledger
             show.phase(
                 f"invoice close: {config.invoice_tenants:,} tenants x {config.invoice_models}"
                 " models, a month of hourly aggregates"
@@ -135,9 +172,8 @@ def run_bench(
                 ),
             )
         finally:
-            asyncio.run(
-                delete_topics(settings, worker_topics(on_drain) + worker_topics(on_latency))
-            )
+            show.done()
+            asyncio.run(delete_topics(settings, [t for s in topics for t in worker_topics(s)]))
     load = (drain_rate or QUOTA_FALLBACK_RATE * 2) / 2
     show.phase(f"quota: block delay under {load:,.0f} events/s, endpoint at {config.quota_rps}/s")
     results.attempt(
@@ -149,6 +185,7 @@ def run_bench(
             )
         ),
     )  # fmt: skip
+    show.done()
     cases = results.in_order()
     document["finished_at"] = datetime.now(UTC).isoformat()
     document["load_average_at_end"] = os.getloadavg()
@@ -161,9 +198,9 @@ def run_bench(
 
 def _drain(
     settings: Settings, config: BenchConfig, logs: Path, show: Progress, results: Results
-) -> float | None:
-    """Cases 1, 3 and 4 (drain, memory, storage); returns the drain rate, if measured."""
-    needs_drain = ("drain", "memory", "storage")
+) -> drain.Drain | None:
+    """Cases 1, 3 and 4 (drain, memory, storage); returns the drain, if measured."""
+    needs_drain = ("drain", "growth", "processes", "memory", "storage")
     show.phase(f"drain: producing {config.events:,} events")
     spec = drain.traffic(config.events)
     produced = results.attempt(
@@ -180,17 +217,90 @@ def _drain(
     results.add(memory.memory_case(run, config.memory_checkpoint))
     show.phase("storage")
     results.attempt(("storage",), lambda: results.add(storage.storage_case(settings, produced)))
-    show.phase("drain ceilings: a bare consumer, a binary COPY")
+    show.phase("drain ceilings: a bare consumer, a binary COPY with and without the ledger's key")
     ceilings = results.attempt(
         ("drain",),
         lambda: (
             asyncio.run(drain.consume_ceiling(settings, config.events)),
-            drain.copy_ceiling(settings, config.events),
+            drain.copy_ceilings(settings, config.events),
         ),
     )
     if ceilings is not None:
         results.add(drain.drain_case(run, produced, *ceilings))
-    return run.rate_steady or run.rate_end_to_end
+    return run
+
+
+def _drain_again(
+    settings: Settings,
+    config: BenchConfig,
+    name: str,
+    log: Path,
+    show: Progress,
+    results: Results,
+    *,
+    seed: int,
+    processes: int = 1,
+) -> drain.Drain | None:
+    """Another drain of ``config.events`` new events (``seed``: other ids) on its own topics."""
+    show.phase(f"{name}: producing {config.events:,} new events")
+    spec = drain.traffic(config.events, seed=seed)
+    sent = results.attempt(
+        (name,), lambda: asyncio.run(drain.send_traffic(settings, spec, say=show.say))
+    )
+    if sent is None:
+        return None
+    show.phase(f"{name}: {processes} worker(s) from start to zero lag")
+    return results.attempt(
+        (name,),
+        lambda: drain.drain(settings, config.events, log, say=show.say, processes=processes),
+    )
+
+
+def _processes(
+    settings: Settings,
+    config: BenchConfig,
+    single: drain.Drain | None,
+    logs: Path,
+    show: Progress,
+    results: Results,
+) -> None:
+    """Several worker processes in one group, next to the one-worker drain."""
+    if single is None:
+        return
+    run = _drain_again(
+        settings,
+        config,
+        "processes",
+        logs / "processes.log",
+        show,
+        results,
+        seed=43,
+        processes=config.processes,
+    )
+    if run is not None:
+        results.add(drain.processes_case(run, single))
+
+
+def _growth(
+    settings: Settings,
+    config: BenchConfig,
+    empty: drain.Drain | None,
+    logs: Path,
+    show: Progress,
+    results: Results,
+) -> None:
+    """The drain into a ledger pre-filled with ``config.ledger_rows`` rows, next to case 1."""
+    if empty is None:
+        return
+    show.phase(f"growth: pre-filling the ledger with {config.ledger_rows:,} rows")
+    prefill_s = results.attempt(
+        ("growth",), lambda: drain.prefill_ledger(settings, config.ledger_rows)
+    )
+    if prefill_s is None:
+        return
+    run = _drain_again(settings, config, "growth", logs / "growth.log", show, results, seed=44)
+    if run is not None:
+        results.add(drain.growth_case(run, empty, config.ledger_rows, prefill_s))
 
 
 def _latency(

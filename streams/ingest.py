@@ -126,8 +126,8 @@ class Ingest:
         self.rules = rules
         self.policy = settings.validation_policy()
         self.dlq_topic = settings.topic_dlq
-        self.ledger = Ledger(settings.psycopg_dsn)
         self.catalog = CatalogCache(settings.psycopg_dsn)
+        self.ledger = Ledger(settings.psycopg_dsn, self.catalog)
         self.producer = producer
 
     async def close(self) -> None:

@@ -64,6 +64,14 @@ def list_models(conn: psycopg.Connection) -> list[ModelRow]:
     return [ModelRow(*row) for row in rows]
 
 
+async def read_thresholds(conn: psycopg.AsyncConnection) -> dict[str, int]:
+    """Each model's long-context threshold (input tokens), for the models that have one."""
+    cursor = await conn.execute(
+        "SELECT model_id, long_context_above FROM models WHERE long_context_above IS NOT NULL"
+    )
+    return dict(await cursor.fetchall())
+
+
 class CatalogCache:
     """The worker's view of the catalogs and the price book.
 
@@ -73,11 +81,16 @@ class CatalogCache:
     for an unknown model costs one indexed lookup per batch, not one per event. Likewise a
     batch with usage that no cached price covers reloads the price book if an import
     changed it since, so prices imported before a `dlq replay` are seen by the replay.
+
+    ``long_context_above`` (model -> input-token threshold, models that have one) is read
+    again at every ``load``, one small query per batch: a price import that moves a
+    threshold applies to the next batch, as when the ledger's SQL read it.
     """
 
     def __init__(self, dsn: str) -> None:
         self.catalog = Catalog(tenants=frozenset(), models=frozenset())
         self.prices = PriceBook(())
+        self.long_context_above: dict[str, int] = {}
         self._prices_revision: int | None = None
         self._loaded = False
         self._db = Reconnecting(dsn)
@@ -86,9 +99,11 @@ class CatalogCache:
         await self._db.close()
 
     async def load(self) -> None:
+        """Loads the catalogs and prices the first time; the thresholds every time."""
+        conn = await self._db.connection()
+        self.long_context_above = await read_thresholds(conn)
         if self._loaded:
             return
-        conn = await self._db.connection()
         tenants = await (await conn.execute("SELECT tenant_id FROM tenants")).fetchall()
         models = await (await conn.execute("SELECT model_id FROM models")).fetchall()
         self.catalog = Catalog(
@@ -124,6 +139,8 @@ class CatalogCache:
         ).fetchall()
         if not found_tenants and not found_models:
             return False
+        if found_models:  # a model added since may come with a threshold
+            self.long_context_above = await read_thresholds(conn)
         self.catalog = Catalog(
             tenants=self.catalog.tenants | {t for (t,) in found_tenants},
             models=self.catalog.models | {m for (m,) in found_models},

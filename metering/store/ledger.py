@@ -13,17 +13,19 @@ Kafka offsets are acknowledged only after the commit.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final
+from typing import Final, Protocol
 from uuid import UUID
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from metering.billing.events import Rejection, UsageEvent
+from metering.billing.long_context import is_long_context
 from metering.billing.tokens import TOKEN_COUNTS
+from metering.store.catalog import read_thresholds
 from metering.store.connection import Reconnecting
 
 
@@ -63,21 +65,31 @@ class _PartitionTally:
     counts: Counter[str] = field(default_factory=Counter)
 
 
+FINGERPRINT_BYTES: Final = 16
+"""The ledger keeps the first 16 bytes of an event's SHA-256 fingerprint, half the digest:
+a changed payload under a known ``event_id`` passes for a retry with a chance of 2^-128,
+since it is compared with the one stored value, not searched for among many."""
+
+# In the ledger's own column order (migration 0010): 8-byte columns first, so that no
+# alignment padding sits between them, then the 4-, 1-byte and variable-length ones.
 LEDGER_COLUMNS = (
     ("event_id", "uuid"),
+    ("occurred_at", "timestamptz"),
+    ("source_offset", "int8"),
+    *((count, "int8") for count in TOKEN_COUNTS),
+    ("source_partition", "int4"),
+    ("long_context", "bool"),
+    ("fingerprint", "bytea"),
     ("tenant_id", "text"),
     ("model", "text"),
     ("service_tier", "text"),
-    ("occurred_at", "timestamptz"),
-    *((count, "int8") for count in TOKEN_COUNTS),
     ("request_id", "text"),
     ("deployment", "text"),
     ("region", "text"),
     ("attributes", "jsonb"),
-    ("fingerprint", "bytea"),
-    ("source_partition", "int4"),
-    ("source_offset", "int8"),
 )
+_COLUMN_NAMES = ", ".join(name for name, _ in LEDGER_COLUMNS)
+_COLUMN_TYPES = [type_ for _, type_ in LEDGER_COLUMNS]
 
 # A batch is COPYed (binary) into this per-connection staging table, then moved into the
 # ledger in one statement; far cheaper than binding arrays of parameters.
@@ -88,19 +100,12 @@ _CREATE_STAGING = (
 )
 _COPY_STAGING = "COPY incoming_events FROM STDIN (FORMAT BINARY)"
 
-# Long-context requests (input above the model's threshold, models.long_context_above)
-# are priced differently by some providers, so they are flagged at ingest and kept in
-# aggregate rows of their own.
-_INSERT_LEDGER = """
+# The rows inserted feed the aggregates; what comes back is only the staged ids that were
+# NOT inserted (already in the ledger: rare), so that the common batch returns nothing.
+_INSERT_LEDGER = f"""
 WITH inserted AS (
-    INSERT INTO usage_ledger (
-        event_id, tenant_id, model, service_tier, occurred_at,
-        input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-        cache_write_1h_tokens,
-        request_id, deployment, region, attributes, fingerprint, source_partition, source_offset,
-        long_context)
-    SELECT s.*, coalesce(s.input_tokens > m.long_context_above, false)
-      FROM incoming_events s LEFT JOIN models m ON m.model_id = s.model
+    INSERT INTO usage_ledger ({_COLUMN_NAMES})
+    SELECT {_COLUMN_NAMES} FROM incoming_events
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, tenant_id, model, service_tier, long_context, occurred_at,
               input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
@@ -126,7 +131,8 @@ WITH inserted AS (
         cache_write_1h_tokens = h.cache_write_1h_tokens + EXCLUDED.cache_write_1h_tokens,
         updated_at = now()
 )
-SELECT event_id FROM inserted
+SELECT s.event_id FROM incoming_events s
+ WHERE NOT EXISTS (SELECT FROM inserted i WHERE i.event_id = s.event_id)
 """
 
 _INSERT_REJECTIONS = """
@@ -157,16 +163,29 @@ WHERE p.topic = %s AND p.partition = v.partition
 """
 
 
+class Thresholds(Protocol):
+    """Where the ledger reads each model's long-context threshold (the worker's catalog)."""
+
+    @property
+    def long_context_above(self) -> Mapping[str, int]: ...
+
+
 class LedgerBatch:
     """One micro-batch's transaction. Use ``async with ledger.batch(records) as batch``.
 
     A *trial* batch is always rolled back: it tells whether the writes would succeed."""
 
     def __init__(
-        self, conn: psycopg.AsyncConnection, records: Sequence[SourceRecord], *, trial: bool
+        self,
+        conn: psycopg.AsyncConnection,
+        records: Sequence[SourceRecord],
+        thresholds: Mapping[str, int],
+        *,
+        trial: bool,
     ) -> None:
         self._conn = conn
         self._records = records
+        self._thresholds = thresholds
         self._trial = trial
         self._tally: dict[tuple[str, int], _PartitionTally] = {}
         self.fresh: list[SourceRecord] = []
@@ -238,20 +257,34 @@ class LedgerBatch:
                 repeats.append(item)
             else:
                 first[item[1].event_id] = item
-        async with self._conn.cursor().copy(_COPY_STAGING) as copy:
-            copy.set_types([type_ for _, type_ in LEDGER_COLUMNS])
-            for record, event in first.values():
-                await copy.write_row(_ledger_row(record, event))
+        await self._stage(first.values())
         cursor = await self._conn.execute(_INSERT_LEDGER)
-        inserted = {row[0] for row in await cursor.fetchall()}
-        for event_id, item in first.items():
-            if event_id in inserted:
-                self._count(item[0], "accepted")
-                self.inserted_events.append(item[1])
-            else:
-                repeats.append(item)
+        not_inserted = {row[0] for row in await cursor.fetchall()}
+        if not_inserted:  # already in the ledger: repeats, in the batch's order
+            inserted: list[tuple[SourceRecord, UsageEvent]] = []
+            for event_id, item in first.items():
+                (repeats if event_id in not_inserted else inserted).append(item)
+        else:
+            inserted = list(first.values())
+        self.inserted_events = [event for _, event in inserted]
+        self._count("accepted", (record for record, _ in inserted))
         if repeats:
             await self._classify_repeats(repeats)
+
+    async def _stage(self, items: Iterable[tuple[SourceRecord, UsageEvent]]) -> None:
+        """COPYs the rows into the staging table, formatted in one loop without an ``await``
+        per row: the formatter hands back a full buffer every 32 kB, and only those are sent."""
+        thresholds = self._thresholds
+        async with self._conn.cursor().copy(_COPY_STAGING) as copy:
+            copy.set_types(_COLUMN_TYPES)
+            format_row = copy.formatter.write_row
+            buffers = [
+                buffer
+                for record, event in items
+                if (buffer := format_row(_ledger_row(record, event, thresholds)))
+            ]
+            for buffer in buffers:
+                await copy.write(buffer)
 
     async def _classify_repeats(self, repeats: list[tuple[SourceRecord, UsageEvent]]) -> None:
         """A repeat with the stored fingerprint is a duplicate; otherwise a recorded conflict."""
@@ -260,14 +293,15 @@ class LedgerBatch:
             ([event.event_id for _, event in repeats],),
         )
         stored = {event_id: bytes(fp) for event_id, fp in await cursor.fetchall()}
-        conflicts = []
+        duplicates, conflicts = [], []
         for record, event in repeats:
-            if stored[event.event_id] == event.fingerprint:
-                self._count(record, "duplicates")
+            if stored[event.event_id] == event.fingerprint[:FINGERPRINT_BYTES]:
+                duplicates.append(record)
             else:
-                self._count(record, "conflicts")
                 conflicts.append((record, event))
+        self._count("duplicates", duplicates)
         if conflicts:
+            self._count("conflicts", (record for record, _ in conflicts))
             await self._conn.execute(
                 _INSERT_CONFLICTS,
                 (
@@ -282,8 +316,7 @@ class LedgerBatch:
             )
 
     async def _write_rejections(self, rejected: Sequence[tuple[SourceRecord, Rejection]]) -> None:
-        for record, _ in rejected:
-            self._count(record, "rejected")
+        self._count("rejected", (record for record, _ in rejected))
         await self._conn.execute(
             _INSERT_REJECTIONS,
             (
@@ -299,9 +332,12 @@ class LedgerBatch:
             ),
         )
 
-    def _count(self, record: SourceRecord, what: str) -> None:
-        self._tally[(record.topic, record.partition)].counts[what] += 1
-        setattr(self.outcome, what, getattr(self.outcome, what) + 1)
+    def _count(self, what: str, records: Iterable[SourceRecord]) -> None:
+        """Adds ``records`` to counter ``what`` of their partitions and of the outcome."""
+        per_partition = Counter((record.topic, record.partition) for record in records)
+        for key, count in per_partition.items():
+            self._tally[key].counts[what] += count
+        setattr(self.outcome, what, getattr(self.outcome, what) + per_partition.total())
 
     async def _save_progress(self) -> None:
         by_topic: dict[str, list[tuple[int, _PartitionTally]]] = defaultdict(list)
@@ -327,32 +363,45 @@ def _storable(text: str | None) -> str | None:
     return text.replace("\x00", "\\u0000") if text is not None else None
 
 
-def _ledger_row(record: SourceRecord, event: UsageEvent) -> tuple[object, ...]:
+def _ledger_row(
+    record: SourceRecord, event: UsageEvent, thresholds: Mapping[str, int]
+) -> tuple[object, ...]:
+    """The event's ledger row, in ``LEDGER_COLUMNS`` order; the long-context flag decided
+    by the domain's rule with the model's threshold."""
     usage = event.usage
     return (
         event.event_id,
-        event.tenant_id,
-        event.model,
-        event.service_tier,
         event.occurred_at,
+        record.offset,
         usage.input_tokens,
         usage.cached_input_tokens,
         usage.cache_write_tokens,
         usage.output_tokens,
         usage.reasoning_tokens,
         usage.cache_write_1h_tokens,
+        record.partition,
+        is_long_context(usage.input_tokens, thresholds.get(event.model)),
+        event.fingerprint[:FINGERPRINT_BYTES],
+        event.tenant_id,
+        event.model,
+        event.service_tier,
         event.request_id,
         event.deployment,
         event.region,
         Jsonb(dict(event.attributes)) if event.attributes else None,
-        event.fingerprint,
-        record.partition,
-        record.offset,
     )
 
 
 class Ledger(Reconnecting):
-    """The sink's connection; reconnects after PostgreSQL restarts (the caller retries)."""
+    """The sink's connection; reconnects after PostgreSQL restarts (the caller retries).
+
+    ``thresholds`` gives each model's long-context threshold at the time of a batch: the
+    worker passes its catalog cache, which reads them again for every batch it classifies.
+    Without it, each batch reads them from the catalog itself (one more query)."""
+
+    def __init__(self, dsn: str, thresholds: Thresholds | None = None) -> None:
+        super().__init__(dsn)
+        self._thresholds = thresholds
 
     async def on_connect(self, conn: psycopg.AsyncConnection) -> None:
         await conn.execute(_CREATE_STAGING)
@@ -368,4 +417,9 @@ class Ledger(Reconnecting):
         return dict(await cursor.fetchall())
 
     async def batch(self, records: Sequence[SourceRecord], *, trial: bool = False) -> LedgerBatch:
-        return LedgerBatch(await self.connection(), records, trial=trial)
+        conn = await self.connection()
+        if self._thresholds is None:
+            thresholds: Mapping[str, int] = await read_thresholds(conn)
+        else:
+            thresholds = self._thresholds.long_context_above
+        return LedgerBatch(conn, records, thresholds, trial=trial)

@@ -20,6 +20,8 @@ from metering.services.scratch import admin_dsn
 
 TINY = BenchConfig(
     events=3_000,
+    ledger_rows=20_000,
+    processes=2,
     latency_s=3.0,
     latency_rate=500.0,
     invoice_tenants=3,
@@ -70,5 +72,13 @@ def test_every_case_reports_numbers_next_to_its_baseline(
         assert ratios and all(isinstance(r, float) and r > 0 for r in ratios), (name, case)
     drain = {f["name"]: f for f in document["cases"]["drain"]["figures"]}
     assert drain["events/s, worker start to zero lag"]["target"]
+    assert drain["COPY ceiling: binary COPY, ledger's key and indexes"]["baseline"] == (
+        "bare COPY, no key or index"
+    )
+    growth = document["cases"]["growth"]
+    assert growth["details"]["ledger_rows"] == TINY.ledger_rows
+    assert growth["figures"][0]["baseline"] == "empty ledger"
+    assert document["cases"]["processes"]["details"]["processes"] == 2
     assert bench_databases(settings) <= databases  # the scratch database is gone
-    assert not {t for t in bench_topics(settings) - topics if "drain" in t or "latency" in t}
+    cases = ("drain", "latency", "growth", "procs")
+    assert not {t for t in bench_topics(settings) - topics if any(c in t for c in cases)}
