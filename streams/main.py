@@ -10,7 +10,7 @@ from metering.config import Settings
 from metering.wire.kafka_admin import ensure_topics
 from streams import web
 from streams.app import create_app
-from streams.ingest import IngestService
+from streams.ingest.service import IngestService
 from streams.quota import QuotaRules, QuotaService, register_quota_api
 
 

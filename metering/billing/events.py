@@ -47,7 +47,7 @@ class Reason(StrEnum):
     INVALID_ATTRIBUTES = "invalid_attributes"
     UNKNOWN_TENANT = "unknown_tenant"
     UNKNOWN_MODEL = "unknown_model"
-    # Decided after parsing, by the price book and by the database (see streams/ingest.py).
+    # Decided after parsing, by the price book and by the database (see streams/ingest/).
     UNPRICED = "unpriced"
     UNSTORABLE = "unstorable"
 

@@ -1,0 +1,74 @@
+"""Step 1: each record's bytes become a ``UsageEvent`` or a ``Rejection``.
+
+The rules are pure (``metering.billing.events``, ``pricing.check_priced``); this step
+only supplies what they are checked against, the catalogs and the price book, and asks
+the database again when a batch names something the cache does not know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from metering.billing.events import Reason, Rejection, UsageEvent, ValidationPolicy, parse_event
+from metering.billing.pricing import check_priced
+from metering.store.catalog import CatalogCache
+from metering.store.ledger import SourceRecord
+from streams.ingest.batch import Decoded, Fetched, Forward, Step
+from streams.ingest.retry import retrying
+from streams.quota import QuotaRules
+
+CATALOG_REASONS = frozenset({Reason.UNKNOWN_TENANT, Reason.UNKNOWN_MODEL})
+
+
+class Decode(Forward[Decoded]):
+    def __init__(
+        self,
+        policy: ValidationPolicy,
+        catalog: CatalogCache,
+        rules: QuotaRules,
+        *,
+        next_step: Step[Decoded],
+    ) -> None:
+        super().__init__(next_step)
+        self.policy = policy
+        self.catalog = catalog
+        self.rules = rules
+
+    async def submit(self, batch: Fetched) -> None:
+        results = await retrying(self._classify, batch.records)
+        await self.next_step.submit(Decoded(batch, results))
+
+    async def _classify(self, records: Sequence[SourceRecord]) -> list[UsageEvent | Rejection]:
+        now = datetime.now(UTC)
+        await self.catalog.load()
+        results = [self._parse(r.value, now) for r in records]
+        # Something unknown or unpriced: the catalogs or the prices may have changed since.
+        if await self._learn_from(results):
+            results = [
+                self._parse(r.value, now) if isinstance(x, Rejection) else x
+                for r, x in zip(records, results, strict=True)
+            ]
+        return results
+
+    async def _learn_from(self, results: list[UsageEvent | Rejection]) -> bool:
+        """Asks the database about what the rejections name; whether anything was new."""
+        rejections = [x for x in results if isinstance(x, Rejection)]
+        unknown = [x for x in rejections if x.reason in CATALOG_REASONS]
+        learned = bool(unknown) and await self.catalog.learn(
+            tenants={x.tenant_id for x in unknown if x.tenant_id},
+            models={x.model for x in unknown if x.model},
+        )
+        # A model just added to the catalog may just have been priced too.
+        if (learned or any(x.reason == Reason.UNPRICED for x in rejections)) and (
+            await self.catalog.learn_prices()
+        ):
+            self.rules.prices = self.catalog.prices  # spend estimates use the new prices too
+            learned = True
+        return learned
+
+    def _parse(self, raw: bytes | None, now: datetime) -> UsageEvent | Rejection:
+        result = parse_event(raw, catalog=self.catalog.catalog, now=now, policy=self.policy)
+        if isinstance(result, Rejection):
+            return result
+        return check_priced(self.catalog.prices, result)
