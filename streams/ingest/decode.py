@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from metering.billing.events import Reason, Rejection, UsageEvent, ValidationPolicy, parse_event
+from metering.billing.events import Reason, Rejection, UsageEvent, ValidationPolicy, parse_events
 from metering.billing.pricing import check_priced
 from metering.store.catalog import CatalogCache
 from metering.store.ledger import SourceRecord
@@ -42,13 +42,13 @@ class Decode(Forward[Decoded]):
     async def _classify(self, records: Sequence[SourceRecord]) -> list[UsageEvent | Rejection]:
         now = datetime.now(UTC)
         await self.catalog.load()
-        results = [self._parse(r.value, now) for r in records]
+        results = self._parse([r.value for r in records], now)
         # Something unknown or unpriced: the catalogs or the prices may have changed since.
         if await self._learn_from(results):
-            results = [
-                self._parse(r.value, now) if isinstance(x, Rejection) else x
-                for r, x in zip(records, results, strict=True)
-            ]
+            again = [i for i, x in enumerate(results) if isinstance(x, Rejection)]
+            retried = self._parse([records[i].value for i in again], now)
+            for i, result in zip(again, retried, strict=True):
+                results[i] = result
         return results
 
     async def _learn_from(self, results: list[UsageEvent | Rejection]) -> bool:
@@ -67,8 +67,11 @@ class Decode(Forward[Decoded]):
             learned = True
         return learned
 
-    def _parse(self, raw: bytes | None, now: datetime) -> UsageEvent | Rejection:
-        result = parse_event(raw, catalog=self.catalog.catalog, now=now, policy=self.policy)
-        if isinstance(result, Rejection):
-            return result
-        return check_priced(self.catalog.prices, result)
+    def _parse(self, raws: list[bytes | None], now: datetime) -> list[UsageEvent | Rejection]:
+        prices = self.catalog.prices
+        return [
+            result if isinstance(result, Rejection) else check_priced(prices, result)
+            for result in parse_events(
+                raws, catalog=self.catalog.catalog, now=now, policy=self.policy
+            )
+        ]
