@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import Counter, defaultdict
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
@@ -32,8 +34,16 @@ class DeadLetters:
             )
             for record, rejection in rejected
         ]
+        if rejected:
+            _log_dead_letters(rejected)
+        return asyncio.gather(*pending)
+
+
+def _log_dead_letters(rejected: Rejected) -> None:
+    """One INFO line per batch: how many, why, and from where; each record at DEBUG."""
+    if log.isEnabledFor(logging.DEBUG):
         for record, rejection in rejected:
-            log.info(
+            log.debug(
                 "dead-lettering %s[%d]@%d tenant=%s: %s (%s)",
                 record.topic,
                 record.partition,
@@ -42,4 +52,16 @@ class DeadLetters:
                 rejection.reason,
                 rejection.detail,
             )
-        return asyncio.gather(*pending)
+    reasons = Counter(rejection.reason for _, rejection in rejected)
+    offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for record, _ in rejected:
+        offsets[(record.topic, record.partition)].append(record.offset)
+    log.info(
+        "dead-lettering %d: %s from %s",
+        len(rejected),
+        " ".join(f"{reason}={count}" for reason, count in sorted(reasons.items())),
+        " ".join(
+            f"{topic}[{partition}]@{min(found)}-{max(found)}"
+            for (topic, partition), found in sorted(offsets.items())
+        ),
+    )

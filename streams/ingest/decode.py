@@ -7,6 +7,7 @@ the database again when a batch names something the cache does not know.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -19,6 +20,9 @@ from streams.ingest.retry import retrying
 from streams.quota import QuotaRules
 
 CATALOG_REASONS = frozenset({Reason.UNKNOWN_TENANT, Reason.UNKNOWN_MODEL})
+DECODE_CHUNK = 500
+"""Records decoded in one go: about 5 ms of the thread, the longest a statement of the
+batch being written waits to be sent."""
 
 
 class Decode(Forward[Decoded]):
@@ -42,11 +46,11 @@ class Decode(Forward[Decoded]):
     async def _classify(self, records: Sequence[SourceRecord]) -> list[UsageEvent | Rejection]:
         now = datetime.now(UTC)
         await self.catalog.load()
-        results = self._parse([r.value for r in records], now)
+        results = await self._parse([r.value for r in records], now)
         # Something unknown or unpriced: the catalogs or the prices may have changed since.
         if await self._learn_from(results):
             again = [i for i, x in enumerate(results) if isinstance(x, Rejection)]
-            retried = self._parse([records[i].value for i in again], now)
+            retried = await self._parse([records[i].value for i in again], now)
             for i, result in zip(again, retried, strict=True):
                 results[i] = result
         return results
@@ -67,11 +71,20 @@ class Decode(Forward[Decoded]):
             learned = True
         return learned
 
-    def _parse(self, raws: list[bytes | None], now: datetime) -> list[UsageEvent | Rejection]:
+    async def _parse(self, raws: list[bytes | None], now: datetime) -> list[UsageEvent | Rejection]:
+        """The results in chunks, handing the event loop to the batch being written between
+        them, so that its next statement goes to PostgreSQL without waiting for the whole
+        batch to be decoded (its statements and this decoding share one thread)."""
         prices = self.catalog.prices
-        return [
-            result if isinstance(result, Rejection) else check_priced(prices, result)
-            for result in parse_events(
-                raws, catalog=self.catalog.catalog, now=now, policy=self.policy
-            )
-        ]
+        results: list[UsageEvent | Rejection] = []
+        for start in range(0, len(raws), DECODE_CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            chunk = raws[start : start + DECODE_CHUNK]
+            results += [
+                x if isinstance(x, Rejection) else check_priced(prices, x)
+                for x in parse_events(
+                    chunk, catalog=self.catalog.catalog, now=now, policy=self.policy
+                )
+            ]
+        return results

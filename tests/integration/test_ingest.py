@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import time
 import uuid
@@ -214,6 +215,7 @@ class RejectionRun:
     sent: dict[str, Sent]
     dead_letters: list[ConsumerRecord]
     rejections: dict[tuple[int, int], tuple[str, bytes]]  # (partition, offset): (reason, raw)
+    log: str  # the worker's
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +250,7 @@ def rejected(
             sent,
             dead_letters,
             {(p, o): (reason, raw and bytes(raw)) for p, o, reason, raw in rows},
+            worker.log(),
         )
     finally:
         worker.kill()
@@ -277,6 +280,21 @@ def test_nothing_rejected_is_billed(rejected: RejectionRun) -> None:
     assert (done.accepted, done.rejected) == (0, len(rejected.sent))
     assert ledger_rows_per_event(rejected.settings) == {}
     assert billed_hourly(rejected.settings) == {}
+
+
+def test_the_worker_log_sums_up_the_dead_letters_of_a_batch_in_one_line(
+    rejected: RejectionRun,
+) -> None:
+    summaries = [line for line in rejected.log.splitlines() if "dead-lettering" in line]
+    counts = [re.search(r"dead-lettering (\d+): (.*) from (.*)", line) for line in summaries]
+
+    assert all(counts), summaries
+    assert sum(int(found[1]) for found in counts if found) == len(rejected.sent)
+    assert len(summaries) < len(rejected.sent)  # not a line per record
+    reasons = " ".join(found[2] for found in counts if found)
+    assert all(f"{reason}=" in reasons for reason in rejected.sent), reasons
+    where = " ".join(found[3] for found in counts if found)
+    assert f"{rejected.settings.topic_usage}[" in where  # the partitions and offset ranges
 
 
 # --- replaying dead letters ----------------------------------------------------------------
