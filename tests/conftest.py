@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,11 +123,18 @@ def settings(base_settings: Settings, database: str, kafka: KafkaBroker) -> Iter
 class WorkerProcess:
     """A real `metering worker` process, stopped gently or killed like a crash."""
 
-    def __init__(self, settings: Settings, log_path: Path, cwd: Path = PROJECT_ROOT) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        cwd: Path = PROJECT_ROOT,
+        *,
+        args: Sequence[str] = (),
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "metering.cli", "worker"],
+            [sys.executable, "-m", "metering.cli", "worker", *args],
             env=settings.child_env(),
             cwd=cwd,
             stdout=self._log,

@@ -8,6 +8,7 @@ Everything runs against the real broker and database, with the worker as a real
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -112,6 +113,56 @@ def test_every_event_sent_shows_up_in_the_hourly_report_with_exact_totals(
     expected = expected_hourly(events)
     assert len(expected) > 50  # many (tenant, model, hour) groups, each summing several events
     assert billed_hourly(settings) == expected
+
+
+def test_one_worker_of_two_processes_shares_the_partitions_and_bills_every_event_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    seed_demo_catalog(settings)
+    events = varied_events(600, seed=5)
+    worker = WorkerProcess(settings, tmp_path / "worker.log", args=["--processes", "2"])
+    try:
+        poll_until(lambda: len(pids_that_logged("assigned [", worker)) == 2, worker)
+        produce(settings, [message(e) for e in events])
+        done = wait_until_processed(settings, worker, len(events))
+
+        assert done.accepted == len(events)
+        assert billed_hourly(settings) == expected_hourly(events)
+        assert len(pids_that_logged("batch of", worker)) == 2  # both wrote batches
+    finally:
+        code = worker.terminate()
+    assert code == 0, worker.log()[-3000:]  # SIGTERM stopped both processes cleanly
+    assert len(pids_that_logged("[^-IngestService]: Stopping", worker)) == 2
+
+
+def test_when_one_process_of_a_worker_dies_the_others_stop_and_the_worker_exits_with_its_code(
+    settings: Settings, tmp_path: Path
+) -> None:
+    seed_demo_catalog(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log", args=["--processes", "2"])
+    try:
+        poll_until(lambda: len(pids_that_logged("assigned [", worker)) == 2, worker)
+        victim, survivor = sorted(pids_that_logged("assigned [", worker))
+        os.kill(int(victim), signal.SIGKILL)  # as the kernel's OOM killer would
+
+        code = worker.proc.wait(60)
+    finally:
+        if worker.proc.poll() is None:
+            worker.kill()
+    assert code == 128 + signal.SIGKILL  # whoever restarts the worker sees why
+    assert pids_that_logged("[^-IngestService]: Stopping", worker) == {survivor}
+
+
+def pids_that_logged(text: str, worker: WorkerProcess) -> set[str]:
+    return set(re.findall(r"\[(\d+)\] \[\w+\] [^\n]*" + re.escape(text), worker.log()))
+
+
+def poll_until(done: Callable[[], bool], worker: WorkerProcess, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert worker.proc.poll() is None, worker.log()[-3000:]
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.1)
 
 
 def test_a_retried_event_is_billed_once_and_a_reused_event_id_bills_only_the_first_payload(
