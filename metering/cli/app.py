@@ -131,7 +131,14 @@ def db_current() -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    processes: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes to run, sharing the partitions and the HTTP port.",
+        ),
+    ] = 1,
+) -> None:
     """Run the stream worker: consume usage events, write the ledger, dead-letter bad input.
 
     Stops cleanly on SIGTERM or Ctrl-C. Run several to share the load (same consumer group);
@@ -141,8 +148,10 @@ def worker() -> None:
     from streams.main import run_worker
     from streams.web import WebPortError
 
+    if processes < 1:
+        raise fail(f"--processes must be at least 1, got {processes}")
     try:
-        code = run_worker(get_settings())
+        code = run_worker(get_settings(), processes=processes)
     except WebPortError as exc:
         raise fail(str(exc)) from None
     sys.exit(code)

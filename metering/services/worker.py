@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,13 +37,20 @@ class WorkerProcess:
     ``worker_data_dir`` of their own to keep a run's files out of the shared state dir.
     """
 
-    def __init__(self, settings: Settings, log_path: Path, *, cwd: Path = PROJECT_ROOT) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        *,
+        cwd: Path = PROJECT_ROOT,
+        args: Sequence[str] = (),
+    ) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            metering_command("worker"),
+            metering_command("worker", *args),
             env=settings.child_env(),
             cwd=cwd,
             stdout=self._log,

@@ -8,7 +8,9 @@ Everything runs against the real broker and database, with the worker as a real
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 import signal
 import uuid
 from collections.abc import Callable, Iterator
@@ -114,6 +116,52 @@ def test_every_event_sent_shows_up_in_the_hourly_report_with_exact_totals(
     assert billed_hourly(settings) == expected
 
 
+def test_one_worker_of_two_processes_shares_the_partitions_and_bills_every_event_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    seed_demo_catalog(settings)
+    events = varied_events(600, seed=5)
+    worker = WorkerProcess(settings, tmp_path / "worker.log", args=["--processes", "2"])
+    try:
+        worker.wait_until(
+            lambda: len(pids_that_logged("assigned [", worker)) == 2, "both processes assigned", 60
+        )
+        produce(settings, [message(e) for e in events])
+        done = wait_until_processed(settings, worker, len(events))
+
+        assert done.accepted == len(events)
+        assert billed_hourly(settings) == expected_hourly(events)
+        assert len(pids_that_logged("batch of", worker)) == 2  # both wrote batches
+    finally:
+        code = worker.terminate()
+    assert code == 0, worker.log()[-3000:]  # SIGTERM stopped both processes cleanly
+    assert len(pids_that_logged("[^-IngestService]: Stopping", worker)) == 2
+
+
+def test_when_one_process_of_a_worker_dies_the_others_stop_and_the_worker_exits_with_its_code(
+    settings: Settings, tmp_path: Path
+) -> None:
+    seed_demo_catalog(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log", args=["--processes", "2"])
+    try:
+        worker.wait_until(
+            lambda: len(pids_that_logged("assigned [", worker)) == 2, "both processes assigned", 60
+        )
+        victim, survivor = sorted(pids_that_logged("assigned [", worker))
+        os.kill(int(victim), signal.SIGKILL)  # as the kernel's OOM killer would
+
+        code = worker.proc.wait(60)
+    finally:
+        if worker.proc.poll() is None:
+            worker.kill()
+    assert code == 128 + signal.SIGKILL  # whoever restarts the worker sees why
+    assert pids_that_logged("[^-IngestService]: Stopping", worker) == {survivor}
+
+
+def pids_that_logged(text: str, worker: WorkerProcess) -> set[str]:
+    return set(re.findall(r"\[(\d+)\] \[\w+\] [^\n]*" + re.escape(text), worker.log()))
+
+
 def test_a_retried_event_is_billed_once_and_a_reused_event_id_bills_only_the_first_payload(
     settings: Settings, start_worker: StartWorker
 ) -> None:
@@ -215,6 +263,7 @@ class RejectionRun:
     sent: dict[str, Sent]
     dead_letters: list[ConsumerRecord]
     rejections: dict[tuple[int, int], tuple[str, bytes]]  # (partition, offset): (reason, raw)
+    log: str  # the worker's
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +298,7 @@ def rejected(
                 sent,
                 dead_letters,
                 {(p, o): (reason, raw and bytes(raw)) for p, o, reason, raw in rows},
+                worker.log(),
             )
         finally:
             worker.kill()
@@ -277,6 +327,21 @@ def test_nothing_rejected_is_billed(rejected: RejectionRun) -> None:
     assert (done.accepted, done.rejected) == (0, len(rejected.sent))
     assert ledger_rows_per_event(rejected.settings) == {}
     assert billed_hourly(rejected.settings) == {}
+
+
+def test_the_worker_log_sums_up_the_dead_letters_of_a_batch_in_one_line(
+    rejected: RejectionRun,
+) -> None:
+    summaries = [line for line in rejected.log.splitlines() if "dead-lettering" in line]
+    counts = [re.search(r"dead-lettering (\d+): (.*) from (.*)", line) for line in summaries]
+
+    assert all(counts), summaries
+    assert sum(int(found[1]) for found in counts if found) == len(rejected.sent)
+    assert len(summaries) < len(rejected.sent)  # not a line per record
+    reasons = " ".join(found[2] for found in counts if found)
+    assert all(f"{reason}=" in reasons for reason in rejected.sent), reasons
+    where = " ".join(found[3] for found in counts if found)
+    assert f"{rejected.settings.topic_usage}[" in where  # the partitions and offset ranges
 
 
 # --- replaying dead letters ----------------------------------------------------------------

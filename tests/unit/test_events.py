@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -16,8 +19,10 @@ from metering.billing.events import (
     Rejection,
     UsageEvent,
     ValidationPolicy,
+    _explained,
     event_to_json,
     parse_event,
+    parse_events,
 )
 from metering.billing.tokens import Usage
 
@@ -864,3 +869,295 @@ def test_one_hour_cache_writes_are_in_the_canonical_json_and_the_fingerprint() -
     assert b'"cache_write_1h_tokens":100' in event_to_json(hourly)
     assert accepted(event_to_json(hourly)) == hourly
     assert hourly.fingerprint != five_minute.fingerprint
+
+
+# --- the batch decoder ------------------------------------------------------------------------
+
+FIELD_MUTATIONS: dict[str, list[Any]] = {
+    "event_id": [
+        EVENT_ID.upper(),
+        "0b7e3f0c5a8e4c1e9d2a3f6b8c1d2e4f",
+        "{0b7e3f0c-5a8e-4c1e-9d2a-3f6b8c1d2e4f}",
+        "0b7e3f0c-5a8e-4c1e-9d2a-3f6b_c1d2e4f",
+        EVENT_ID + "\n",
+        "0b7e3f0c5-a8e-4c1e-9d2a-3f6b8c1d2e4f",
+        EVENT_ID[:-1] + NUL,
+        "",
+        42,
+        None,
+        ["x"],
+    ],
+    "tenant_id": [
+        "globex",
+        "t" * 64,
+        "t" * 65,
+        "acme corp",
+        "acmé",
+        "ac" + NUL,
+        "",
+        "initech",
+        7,
+        None,
+    ],
+    "model": ["grok-4", "m" * 129, "", "grok-3" + NUL, "grok-9", True, None],
+    "occurred_at": [
+        "2026-11-25T12:15:00+02:00",
+        "2026-11-25t10:00:00z",
+        "2026-11-25T10:00:00.123456789Z",
+        "2026-11-25T10:00:00.9999995Z",
+        "2026-11-25 10:00:00Z",
+        "2026-11-25T10:00:00",
+        "2026-11-25T10:00:00+0200",
+        "2026-11-25T10:00:00,5Z",
+        "2026-11-25T23:59:60Z",
+        "2026-02-30T10:00:00Z",
+        "9999-12-31T23:00:00-02:00",
+        "2026-11-25T10:35:00Z",
+        "2026-11-25T10:35:00.000001Z",
+        "2026-10-21T10:30:00Z",
+        "2026-10-21T10:29:59.999999Z",
+        "2026-11-25T10:00:00Z" + NUL,
+        1764064800,
+        None,
+    ],
+    "service_tier": [
+        "batch",
+        "priority",
+        "standard",
+        "gold",
+        "Standard",
+        "",
+        None,
+        1,
+        "batch" + NUL,
+    ],
+    "request_id": ["req-1", "", "x" * 256, "x" * 257, "r" + NUL, 'q"uote\\', 123, None],
+    "deployment": ["blue", "x" * 257, NUL, "Zürich ✓", False, None],
+    "region": ["eu-west-1", "x" * 256, "eu" + NUL, "\t\n", 1.5, None],
+    "attributes": [
+        {"project": "search"},
+        {},
+        None,
+        ["a"],
+        {"k": 3},
+        {"k": None},
+        {"k" * 64: "v"},
+        {"k" * 65: "v"},
+        {"k": "v" * 256},
+        {"k": "v" * 257},
+        {"team": "a" + NUL},
+        {"te" + NUL + "am": "a"},
+        {f"k{i}": "v" for i in range(32)},
+        {f"k{i}": "v" for i in range(33)},
+        {"b": "2", "a": "1", "ü": "ß"},
+    ],
+    "schema_version": [2, None],
+}
+COUNT_MUTATIONS: list[Any] = [
+    0,
+    1,
+    150,
+    5000,
+    50_000_000,
+    50_000_001,
+    -1,
+    1.0,
+    1.5,
+    True,
+    "200",
+    None,
+    2**63,
+    2**64,
+    -(2**63) - 1,
+]
+COUNT_FIELDS = (*TOKEN_FIELDS, "cache_write_1h_tokens")
+RAW_MUTATIONS: list[bytes | None] = [
+    None,
+    b"",
+    b"{",
+    b"[1, 2]",
+    b"null",
+    b'"event"',
+    b"\xff" * 10,
+    b"x" * 70_000,
+    b'{"event_id": NaN}',
+    b'{"a":"\\ud800"}',
+]
+
+
+def generated_messages(count: int, seed: int) -> list[bytes | None]:
+    """Valid messages with up to four random changes each: values a producer might send,
+    every limit and its neighbour, wrong types, nulls, NULs, and some bytes that are no
+    event at all."""
+    rng = random.Random(seed)
+    messages: list[bytes | None] = []
+    for _ in range(count):
+        if rng.random() < 0.03:
+            messages.append(rng.choice(RAW_MUTATIONS))
+            continue
+        document = message(
+            counts={"cached_input_tokens": 100, "cache_write_tokens": 50, "reasoning_tokens": 20}
+        )
+        for _ in range(rng.randrange(5)):
+            if rng.random() < 0.4:
+                usage = document["usage"] if type(document.get("usage")) is dict else {}
+                usage[rng.choice(COUNT_FIELDS)] = rng.choice(COUNT_MUTATIONS)
+                if rng.random() < 0.1:
+                    usage = rng.choice([None, [1], "usage", usage])
+                document["usage"] = usage
+            else:
+                name = rng.choice(list(FIELD_MUTATIONS))
+                document[name] = rng.choice(FIELD_MUTATIONS[name])
+        document = {k: v for k, v in document.items() if v is not OMIT}
+        if rng.random() < 0.1:
+            del document[rng.choice(list(document))]
+        # json, not orjson: it writes integers past 64 bits, and \u escapes if asked.
+        messages.append(json.dumps(document, ensure_ascii=rng.random() < 0.5).encode())
+    return messages
+
+
+# A catalog that holds ids no event may carry (a table edited by hand, say).
+ODD_CATALOG = Catalog(
+    tenants=CATALOG.tenants | {"acme corp", "t" * 65, "ac" + NUL, "acmé"},
+    models=CATALOG.models | {"grok-3" + NUL, "m" * 129, ""},
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "catalog"),
+    [
+        (DEFAULT_POLICY, CATALOG),
+        (ValidationPolicy(max_tokens_per_event=5000), CATALOG),
+        (DEFAULT_POLICY, ODD_CATALOG),
+    ],
+)
+def test_the_batch_decoder_gives_what_the_field_by_field_checks_give_for_any_message(
+    policy: ValidationPolicy, catalog: Catalog
+) -> None:
+    raws = generated_messages(4000, seed=12)
+
+    results = parse_events(raws, catalog=catalog, now=NOW, policy=policy)
+
+    # The field-by-field checks on their own, which decide what every rejection says.
+    expected = [_explained(raw, catalog=catalog, now=NOW, policy=policy) for raw in raws]
+    assert results == expected
+    accepted_events = [
+        (r, e) for r, e in zip(results, expected, strict=True) if isinstance(e, UsageEvent)
+    ]
+    assert all(r.fingerprint == e.fingerprint for r, e in accepted_events)  # type: ignore[union-attr]
+    # The generated mix exercises both sides: plenty accepted, and many reasons of rejection.
+    assert len(accepted_events) > 500
+    assert len({e.reason for e in expected if isinstance(e, Rejection)}) >= 20
+
+
+def test_a_batch_is_decoded_in_order_with_each_message_judged_on_its_own() -> None:
+    good = orjson.dumps(message())
+    unknown = orjson.dumps(message(tenant_id="initech"))
+
+    results = parse_events([good, None, unknown, good], catalog=CATALOG, now=NOW)
+
+    assert [type(r).__name__ for r in results] == [
+        "UsageEvent",
+        "Rejection",
+        "Rejection",
+        "UsageEvent",
+    ]
+    assert [r.reason for r in results if isinstance(r, Rejection)] == [
+        "null_value",
+        "unknown_tenant",
+    ]
+
+
+# --- fingerprints of stored events never change -------------------------------------------------
+
+
+def fingerprinted_as_stored(event: UsageEvent) -> bytes:
+    """How the fingerprints in the ledger were made: SHA-256 of ``orjson.dumps`` of the
+    event as a dict, keys sorted, UTC written with Z, ``cache_write_1h_tokens`` only when
+    it is not 0, optional fields only when set."""
+    usage = event.usage
+    counts = {name: getattr(usage, name) for name in TOKEN_FIELDS}
+    if usage.cache_write_1h_tokens:
+        counts["cache_write_1h_tokens"] = usage.cache_write_1h_tokens
+    document: dict[str, Any] = {
+        "event_id": event.event_id,
+        "tenant_id": event.tenant_id,
+        "model": event.model,
+        "occurred_at": event.occurred_at,
+        "service_tier": event.service_tier,
+        "usage": counts,
+    }
+    for name in ("request_id", "deployment", "region"):
+        if getattr(event, name) is not None:
+            document[name] = getattr(event, name)
+    if event.attributes:
+        document["attributes"] = dict(event.attributes)
+    return hashlib.sha256(
+        orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
+    ).digest()
+
+
+TEXTS = [
+    "",
+    "a",
+    "req-1",
+    'q"u\\ote',
+    "tab\there",
+    "line\nbreak",
+    "\x01\x1f\x7f",
+    "Zürich ✓",
+    "東京",
+    "😀",
+    "/",
+    "x" * 256,
+]
+
+
+def generated_events(count: int, seed: int) -> list[UsageEvent]:
+    rng = random.Random(seed)
+    events = []
+    for _ in range(count):
+        input_tokens = rng.choice([0, 1, 999, 200_000, 50_000_000])
+        cache_write = rng.randint(0, input_tokens // 2)
+        output_tokens = rng.choice([0, 7, 30_000])
+        occurred_at = datetime(rng.choice([1, 999, 2026, 9999]), rng.randint(1, 12), 28, tzinfo=UTC)
+        occurred_at += timedelta(
+            seconds=rng.randrange(86_400), microseconds=rng.choice([0, 1, 500_000, 999_999])
+        )
+        if rng.random() < 0.3 and occurred_at.year < 9999:
+            occurred_at = occurred_at.astimezone(timezone(timedelta(hours=rng.randint(-12, 12))))
+        events.append(
+            UsageEvent(
+                event_id=uuid.UUID(int=rng.getrandbits(128)),
+                tenant_id=rng.choice(["acme", "t" * 64, "Acme-EU_2.prod"]),
+                model=rng.choice(["grok-3", "claude-sonnet-4", *TEXTS[1:]]),
+                occurred_at=occurred_at,
+                usage=Usage(
+                    input_tokens,
+                    output_tokens,
+                    cached_input_tokens=rng.randint(0, input_tokens - cache_write),
+                    cache_write_tokens=cache_write,
+                    reasoning_tokens=rng.randint(0, output_tokens),
+                    cache_write_1h_tokens=rng.choice([0, 0, cache_write]),
+                ),
+                service_tier=rng.choice(["standard", "batch", "priority"]),
+                request_id=rng.choice([None, *TEXTS]),
+                deployment=rng.choice([None, *TEXTS]),
+                region=rng.choice([None, *TEXTS]),
+                attributes=rng.choice(
+                    [
+                        {},
+                        {"project": "search"},
+                        {t: t for t in rng.sample(TEXTS, 4)},
+                        {"b": "2", "a": "1"},
+                    ]
+                ),
+            )
+        )
+    return events
+
+
+def test_every_kind_of_event_keeps_the_fingerprint_the_ledger_stored_for_it() -> None:
+    events = generated_events(5000, seed=7)
+
+    assert [e.fingerprint for e in events] == [fingerprinted_as_stored(e) for e in events]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from streams.ingest import bisect_refused
+from streams.ingest.unstorable import bisect_refused
 
 
 def refusing(bad: set[int], trials: list[int]) -> Callable[[list[int]], Awaitable[str | None]]:
