@@ -19,14 +19,14 @@ compares a retry's full digest with the stored one, so a retry of an event store
 the downgrade is recorded as a conflict rather than counted as a duplicate. Either way it
 is not billed again.
 
-Revision ID: 0010_lean_ledger
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
-revision = "0010_lean_ledger"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None

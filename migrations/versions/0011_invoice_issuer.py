@@ -8,15 +8,15 @@
   the settings of the day, as before. Adding columns rewrites no row (the immutability
   trigger fires on UPDATE and DELETE only, and this is neither).
 
-Revision ID: 0010_invoice_issuer
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
-revision = "0010_invoice_issuer"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
