@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     issuer_tax_id: str = Field("", description="the sender's VAT or tax number; none if empty")
     payment_terms_days: int = Field(30, ge=0, description="days from issue to due date")
 
+    # --- closing periods (docs/billing.md, "Closing a period") --------------
+    invoice_grace_hours: float = Field(
+        24.0, description="hours after a period's end before `invoices close` finalizes it"
+    )
+    late_margin_hours: float = Field(
+        24.0, description="added to the ingest backdating window when looking for late usage"
+    )
+
     def issuer(self) -> Issuer:
         lines = self.issuer_address.replace(";", "\n").splitlines()
         return Issuer(

@@ -8,14 +8,11 @@ errors into advice about its flags. The rules in prose are in ``docs/billing.md`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from metering.billing.invoice_errors import InvoiceError
 from metering.billing.periods import BillingPeriod
-
-
-def _show(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from metering.billing.utc import rfc3339
 
 
 def late_window(
@@ -46,9 +43,10 @@ class PeriodClosedError(InvoiceError):
 
     def __init__(self, what: str, tenant_id: str, moment: datetime, closed_until: datetime) -> None:
         self.closed_until = closed_until
+        at, until = rfc3339(moment, to_seconds=True), rfc3339(closed_until, to_seconds=True)
         super().__init__(
-            f"{what} of {tenant_id} cannot take effect at {_show(moment)}: {tenant_id} is"
-            f" invoiced until {_show(closed_until)}, and a finalized invoice never changes"
+            f"{what} of {tenant_id} cannot take effect at {at}: {tenant_id} is"
+            f" invoiced until {until}, and a finalized invoice never changes"
         )
 
 

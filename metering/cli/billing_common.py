@@ -1,7 +1,5 @@
-"""What the billing commands read when they run: their settings, the clock, JSON output.
-
-Imported by command bodies only, not when the CLI starts (pydantic).
-"""
+"""What the billing commands share: the late window from settings, the clock, advice on
+closed periods, JSON output. Settings (pydantic) load only when a command asks for them."""
 
 from __future__ import annotations
 
@@ -12,45 +10,28 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metering.billing import close_policy
 from metering.billing.close_policy import PeriodClosedError
+from metering.billing.utc import rfc3339
 from metering.cli.support import UserError, fail
-from metering.config import get_settings
-
-
-class BillingSettings(BaseSettings):
-    """Billing settings from ``METERING_*`` environment variables."""
-
-    model_config = SettingsConfigDict(env_prefix="METERING_", extra="ignore")
-
-    invoice_grace_hours: float = Field(
-        24.0, description="hours after a period's end before `invoices close` finalizes it"
-    )
-    late_margin_hours: float = Field(
-        24.0, description="added to the ingest backdating window when looking for late usage"
-    )
 
 
 def late_window() -> timedelta:
     """``close_policy.late_window`` from ``METERING_BACKDATING_DAYS``,
     ``METERING_CLOCK_SKEW_S`` and ``METERING_LATE_MARGIN_HOURS``."""
+    from metering.config import get_settings
+
     settings = get_settings()
     return close_policy.late_window(
         timedelta(days=settings.backdating_days),
         timedelta(seconds=settings.clock_skew_s),
-        timedelta(hours=BillingSettings().late_margin_hours),
+        timedelta(hours=settings.late_margin_hours),
     )
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def show_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @contextmanager
@@ -61,7 +42,7 @@ def effective_from_advice() -> Iterator[None]:
         yield
     except PeriodClosedError as exc:
         raise advise(
-            exc, f"; use --effective-from {show_time(exc.closed_until)} or later"
+            exc, f"; use --effective-from {rfc3339(exc.closed_until, to_seconds=True)} or later"
         ) from None
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from metering.billing.utc import rfc3339
 from metering.cli import arguments as cli_input
 from metering.cli.output import Format, progress, render
 from metering.cli.support import FormatOption, database, fail
@@ -94,10 +95,10 @@ def invoices_preview(
         "tenant_id": tenant,
         "period_label": chosen.label,
         "period": chosen.label,
-        "period_start": _utc(chosen.start),
-        "period_end": _utc(chosen.end),
+        "period_start": rfc3339(chosen.start),
+        "period_end": rfc3339(chosen.end),
         "status": "draft",
-        "as_of": _utc(now().replace(microsecond=0)),
+        "as_of": rfc3339(now().replace(microsecond=0)),
         "currency": draft.currency,
         "subtotal": draft.subtotal,
         "total": draft.total,
@@ -122,12 +123,12 @@ def invoices_close(
     Late usage of closed periods becomes adjustment lines. Exits 1 if a tenant could not be
     billed (the others are).
     """
-    from metering.cli.billing_common import BillingSettings, late_window, now
+    from metering.cli.billing_common import late_window, now
     from metering.config import get_settings
     from metering.store.billing.close import Outcome, close_period
 
     label = cli_input.period(period)
-    grace = timedelta(hours=BillingSettings().invoice_grace_hours)
+    grace = timedelta(hours=get_settings().invoice_grace_hours)
     started = time.monotonic()
     with (
         database(autocommit=True) as conn,
@@ -252,20 +253,16 @@ def _show_finalized(invoice: FinalizedInvoice, fmt: Format) -> None:
         "tenant_id": invoice.tenant_id,
         "tenant_name": invoice.tenant_name,
         "period_label": invoice.period_label,
-        "period_start": _utc(invoice.period.start),
-        "period_end": _utc(invoice.period.end),
+        "period_start": rfc3339(invoice.period.start),
+        "period_end": rfc3339(invoice.period.end),
         "status": invoice.status,
-        "finalized_at": _utc(invoice.finalized_at),
+        "finalized_at": rfc3339(invoice.finalized_at),
         "due_on": invoice.issued_by(get_settings().issuer()).due_on(invoice).isoformat(),
         "currency": invoice.currency,
         "subtotal": invoice.subtotal,
         "total": invoice.total,
     }
     _print_invoice(header, invoice.lines, fmt)
-
-
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @invoices_app.command("export")

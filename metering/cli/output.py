@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from metering.billing.utc import rfc3339
+
 
 class Format(StrEnum):
     table = "table"
@@ -25,7 +27,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return rfc3339(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)

@@ -143,7 +143,7 @@ def _warn_unknown_models(
 def _show_dry_run(
     file: Path, result: PriceImport, *, replace: bool, correct_invoiced: bool
 ) -> None:
-    from metering.cli.billing_common import show_time
+    from metering.billing.utc import rfc3339
 
     typer.echo(
         f"{file} (dry run, nothing stored): would add {result.added} prices, replace"
@@ -151,10 +151,14 @@ def _show_dry_run(
     )
     for verb, entries in (("add", result.added_entries), ("replace", result.replaced_entries)):
         for entry in entries:
-            until = f" until {show_time(entry.effective_to)}" if entry.effective_to else ""
+            until = (
+                f" until {rfc3339(entry.effective_to, to_seconds=True)}"
+                if entry.effective_to
+                else ""
+            )
             typer.echo(
                 f"  {verb} {entry.describe()}: {entry.price_per_million} {entry.currency}"
-                f" per 1M from {show_time(entry.effective_from)}{until}"
+                f" per 1M from {rfc3339(entry.effective_from, to_seconds=True)}{until}"
             )
     if result.corrections:
         _show_corrections(result.corrections, "would")

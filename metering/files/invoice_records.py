@@ -16,7 +16,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
@@ -24,6 +24,7 @@ from typing import Any, Final
 import orjson
 
 from metering.billing.invoices import FinalizedInvoice, InvoiceLine, Issuer, LineKind
+from metering.billing.utc import rfc3339
 from metering.cli.output import csv_cell
 
 LINE_FIELDS: Final = (
@@ -64,16 +65,12 @@ SUMMARY_FIELDS: Final = (
 earlier summaries; in an invoice document ``lines`` is the array of lines."""
 
 
-def _time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _text(value: Any) -> Any:
     """JSON and CSV cell values: decimals, times and dates as text, the rest as is."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
-        return _time(value)
+        return rfc3339(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, StrEnum):
@@ -128,11 +125,11 @@ def _header(invoice: FinalizedInvoice, issuer: Issuer) -> dict[str, Any]:
         "tenant_name": invoice.tenant_name,
         "period_label": invoice.period_label,
         "period": invoice.period_label,  # the key `invoices show` used before: kept
-        "period_start": _time(invoice.period.start),
-        "period_end": _time(invoice.period.end),
+        "period_start": rfc3339(invoice.period.start),
+        "period_end": rfc3339(invoice.period.end),
         "currency": invoice.currency,
         "status": invoice.status,
-        "finalized_at": _time(invoice.finalized_at),
+        "finalized_at": rfc3339(invoice.finalized_at),
         "issued_on": invoice.issued_on.isoformat(),
         "due_on": issuer.due_on(invoice).isoformat(),
         "payment_terms_days": issuer.payment_terms_days,

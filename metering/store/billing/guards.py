@@ -3,11 +3,12 @@ checks that the tenant exists and what is already closed."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 import psycopg
 
+from metering.billing.utc import rfc3339
 from metering.store.billing.errors import UnknownTenantError
 
 PRICES_LOCK: Final = "hashtextextended('metering.billing:prices', 0)"
@@ -28,7 +29,7 @@ def lock_tenant(conn: psycopg.Connection, tenant_id: str, *, prices: bool = Fals
 def show_moment(moment: datetime | None) -> str:
     if moment is None:
         return "(open)"
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(moment, to_seconds=True)
 
 
 def closed_until(conn: psycopg.Connection, tenant_id: str | None = None) -> datetime | None:
