@@ -60,7 +60,8 @@ def prices_import(
     period already invoiced is a correction: the finalized invoice stays as it is, and the
     difference goes on the tenant's next invoice (--correct-invoiced).
     """
-    from metering.files.price_files import PriceFileError, load_price_file
+    from metering.files.price_fields import PriceFileError
+    from metering.files.price_files import load_price_file
     from metering.store import catalog
     from metering.store.billing.price_imports import import_prices
 

@@ -12,17 +12,13 @@ import pytest
 
 from metering.billing.events import SERVICE_TIERS
 from metering.billing.price_book import PriceBook
+from metering.billing.price_changes import plan_import, repricings
 from metering.billing.prices import PriceEntry
 from metering.billing.tokens import TokenClass
 from metering.config import PROJECT_ROOT
-from metering.files.price_files import (
-    PriceFileError,
-    load_price_file,
-    parse_price_csv,
-    parse_price_yaml,
-    plan_import,
-    repricings,
-)
+from metering.files.price_fields import PriceFileError
+from metering.files.price_files import load_price_file, parse_price_csv
+from metering.files.price_yaml import parse_price_yaml
 from metering.tools.traffic import DEMO_MODELS
 
 LIST_PRICES = PROJECT_ROOT / "prices" / "list-prices.yaml"

@@ -13,8 +13,8 @@ import psycopg
 from metering.billing.money import exact_sum
 from metering.billing.periods import BillingPeriod
 from metering.billing.price_book import PriceBook
+from metering.billing.price_changes import ImportPlan, Repricing, plan_import, repricings
 from metering.billing.prices import PriceBookError, PriceEntry, PricingError
-from metering.files.price_files import ImportPlan, Repricing, plan_import, repricings
 from metering.store.billing.bills import recheck
 from metering.store.billing.context import BillingContext
 from metering.store.billing.errors import BillingError, PricesChangedError, PricesReachInvoicedError
