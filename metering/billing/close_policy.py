@@ -15,9 +15,7 @@ from metering.billing.periods import BillingPeriod
 from metering.billing.utc import rfc3339
 
 
-def late_window(
-    backdating: timedelta, clock_skew: timedelta, margin: timedelta = timedelta(hours=24)
-) -> timedelta:
+def late_window(backdating: timedelta, clock_skew: timedelta, margin: timedelta) -> timedelta:
     """How long after its end a closed period can still receive usage: ingest accepts events
     up to ``backdating`` old, clocks may be ``clock_skew`` apart, and a margin on top."""
     return backdating + clock_skew + margin
