@@ -3,13 +3,13 @@ catalogs that ingest checks events against."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
+from metering.billing.events import TENANT_ID_SHAPE
 from metering.cli.output import Format, render
 from metering.cli.support import (
     FormatOption,
@@ -18,8 +18,6 @@ from metering.cli.support import (
     fail,
 )
 from metering.tools.traffic import DEMO_MODELS
-
-TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 tenants_app = command_group("The tenant catalog: events for unknown tenants are rejected.")
 models_app = command_group("The model catalog: events for unknown models are rejected.")
@@ -33,7 +31,7 @@ def tenants_add(
     """Add a tenant (no-op if it exists)."""
     from metering.store import catalog
 
-    if not TENANT_ID.fullmatch(tenant_id):
+    if not TENANT_ID_SHAPE.fullmatch(tenant_id):
         raise fail(f"tenant id {tenant_id!r} must be 1-64 characters of A-Za-z0-9._-")
     with database() as conn:
         added = catalog.add_tenants(conn, [catalog.TenantRow(tenant_id, name or tenant_id)])

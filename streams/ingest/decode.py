@@ -11,7 +11,8 @@ import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from metering.billing.events import Reason, Rejection, UsageEvent, ValidationPolicy, parse_events
+from metering.billing.event_decoder import parse_events
+from metering.billing.events import Reason, Rejection, UsageEvent, ValidationPolicy
 from metering.billing.rating import check_priced
 from metering.store.catalog import CatalogCache
 from metering.store.ledger import SourceRecord

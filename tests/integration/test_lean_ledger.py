@@ -11,7 +11,8 @@ import orjson
 import psycopg
 import pytest
 
-from metering.billing.events import Catalog, UsageEvent, parse_event
+from metering.billing.event_decoder import parse_event
+from metering.billing.events import Catalog, UsageEvent
 from metering.store import catalog, migrate
 from metering.store.catalog import CatalogCache
 from metering.store.ledger import BatchOutcome, Ledger, SourceRecord

@@ -21,7 +21,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from metering.billing.events import Catalog, UsageEvent, parse_event
+from metering.billing.event_decoder import parse_event
+from metering.billing.events import Catalog, UsageEvent
 from metering.billing.invoices import Issuer
 from metering.config import Settings
 from metering.files.price_files import load_price_file

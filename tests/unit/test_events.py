@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
+from metering.billing.event_checks import explained
+from metering.billing.event_decoder import parse_event, parse_events
 from metering.billing.events import (
     REASONS,
     Catalog,
@@ -19,10 +21,7 @@ from metering.billing.events import (
     Rejection,
     UsageEvent,
     ValidationPolicy,
-    _explained,
     event_to_json,
-    parse_event,
-    parse_events,
 )
 from metering.billing.tokens import Usage
 
@@ -1039,7 +1038,7 @@ def test_the_batch_decoder_gives_what_the_field_by_field_checks_give_for_any_mes
     results = parse_events(raws, catalog=catalog, now=NOW, policy=policy)
 
     # The field-by-field checks on their own, which decide what every rejection says.
-    expected = [_explained(raw, catalog=catalog, now=NOW, policy=policy) for raw in raws]
+    expected = [explained(raw, catalog=catalog, now=NOW, policy=policy) for raw in raws]
     assert results == expected
     accepted_events = [
         (r, e) for r, e in zip(results, expected, strict=True) if isinstance(e, UsageEvent)

@@ -20,7 +20,8 @@ from openai.types.completion_usage import CompletionTokensDetails, PromptTokensD
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from xai_sdk.proto import chat_pb2, usage_pb2
 
-from metering.billing.events import Catalog, event_to_json, parse_event
+from metering.billing.event_decoder import parse_event
+from metering.billing.events import Catalog, event_to_json
 from metering.billing.price_book import PriceBook
 from metering.billing.rating import estimate_cost
 from metering.billing.tokens import Usage
