@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from metering.cli.output import Format, render
-
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -96,13 +94,14 @@ def number(value: float | None) -> str:
 COLUMNS = ["case", "figure", "value", "unit", "baseline", "ratio", "target", "meets"]
 
 
-def table(cases: list[Case], fmt: Format = Format.table) -> str:
-    rows: list[dict[str, Any]] = []
+def rows(cases: list[Case]) -> list[dict[str, Any]]:
+    """The report's table, one row per figure in ``COLUMNS`` (the CLI renders it)."""
+    table: list[dict[str, Any]] = []
     for case in cases:
         if case.status != "ok":
-            rows.append(dict.fromkeys(COLUMNS, "") | {"case": case.name, "figure": case.status})
+            table.append(dict.fromkeys(COLUMNS, "") | {"case": case.name, "figure": case.status})
         for f in case.figures:
-            rows.append(
+            table.append(
                 {
                     "case": case.name,
                     "figure": f.name,
@@ -114,4 +113,4 @@ def table(cases: list[Case], fmt: Format = Format.table) -> str:
                     "meets": {True: "yes", False: "NO", None: ""}[f.meets],
                 }
             )
-    return render(rows, COLUMNS, fmt)
+    return table

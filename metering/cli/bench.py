@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from metering.cli.output import Format
+from metering.cli.output import Format, render
 from metering.cli.support import FormatOption, fail
 
 
@@ -50,7 +50,7 @@ def bench(
     """
     from rich.console import Console
 
-    from bench.report import table
+    from bench.report import COLUMNS, rows
     from bench.run import BenchConfig, Progress, run_bench
     from metering.config import get_settings
     from metering.services import local_services
@@ -77,7 +77,7 @@ def bench(
     if fmt is Format.json:
         typer.echo(orjson.dumps(result.document, option=orjson.OPT_INDENT_2).decode())
     else:
-        typer.echo(table(result.cases, fmt))
+        typer.echo(render(rows(result.cases), COLUMNS, fmt))
     if fmt is Format.table:
         typer.echo("\n" + "\n".join(f"{c.name}: {note}" for c in result.cases for note in c.notes))
     typer.echo(f"\nresults: {result.path}", err=True)

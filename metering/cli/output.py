@@ -7,7 +7,7 @@ import io
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from metering.billing.utc import rfc3339
+from metering.files.csv_cells import csv_cell
 
 
 class Format(StrEnum):
@@ -31,16 +32,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
-
-
-def csv_cell(value: Any) -> Any:
-    """A CSV cell: dates as ISO text, booleans as ``true``/``false`` as the JSON has them
-    (``csv`` writes ``None`` as an empty cell)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
 
 
 def _json_default(value: Any) -> Any:

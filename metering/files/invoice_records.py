@@ -25,7 +25,7 @@ import orjson
 
 from metering.billing.invoices import FinalizedInvoice, InvoiceLine, Issuer, LineKind
 from metering.billing.utc import rfc3339
-from metering.cli.output import csv_cell
+from metering.files.csv_cells import csv_cell
 
 LINE_FIELDS: Final = (
     "line_no",
