@@ -49,13 +49,14 @@ from metering.services import KafkaBroker
 from metering.services.process import free_port
 from metering.tools.traffic import TrafficMessage, TrafficPlan, TrafficSpec
 from metering.wire.kafka_admin import ensure_topics, partitions_of
+from streams.ingest.service import (  # the ceiling fetches as the worker does
+    FETCH_BYTES,
+    PARTITION_FETCH_BYTES,
+)
 
 TARGET_RATE = 25_000  # events/s, start to zero lag
 TARGET_SHARE = 0.5  # of the lower ceiling
 RSS_EVERY_S = 0.5
-# The worker's fetch sizes (streams/ingest.py), so that the ceiling fetches as it does.
-MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
-FETCH_MAX_BYTES = 32 * 1024 * 1024
 BATCH_LINE = re.compile(rb"batch of (\d+) in (\d+) ms")
 
 Say = Callable[[str], None]
@@ -240,8 +241,8 @@ async def consume_ceiling(settings: Settings, events: int) -> Ceiling:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
-        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
-        fetch_max_bytes=FETCH_MAX_BYTES,
+        max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+        fetch_max_bytes=FETCH_BYTES,
     )
     await consumer.start()
     try:
