@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Final, NoReturn
 
 from metering.billing.events import MODEL_MAX_CHARS, SERVICE_TIERS
+from metering.billing.long_context import is_long_context
 from metering.billing.tokens import PART_OF, TOKEN_CLASSES, TokenClass, TokenCounts, counts_of
 from metering.billing.utc import rfc3339
 
@@ -201,7 +202,7 @@ class ModelPrices:
     def is_long_context(self, input_tokens: int) -> bool:
         """Whether one request with this many input tokens (cached and cache-write included)
         is priced at the long-context rates: strictly above the threshold."""
-        return self.long_context_above is not None and input_tokens > self.long_context_above
+        return is_long_context(input_tokens, self.long_context_above)
 
     def quantities(self, counts: TokenCounts) -> dict[TokenClass, int]:
         """The billable tokens per class of these counts under these prices."""
