@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
-import orjson
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.ceilings import (
+    Ceiling,
+    CopyCeilings,
+)
 from bench.harness import (
     POLL_S,
     busy_cpu_seconds,
@@ -48,11 +48,7 @@ from metering.produce.producer import produce
 from metering.services import KafkaBroker
 from metering.services.process import free_port
 from metering.tools.traffic import TrafficMessage, TrafficPlan, TrafficSpec
-from metering.wire.kafka_admin import ensure_topics, partitions_of
-from streams.ingest.service import (  # the ceiling fetches as the worker does
-    FETCH_BYTES,
-    PARTITION_FETCH_BYTES,
-)
+from metering.wire.kafka_admin import ensure_topics
 
 TARGET_RATE = 25_000  # events/s, start to zero lag
 TARGET_SHARE = 0.5  # of the lower ceiling
@@ -229,144 +225,6 @@ def batch_stats(log: bytes) -> dict[str, float]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Ceiling:
-    rate: float  # events (rows) per second
-    cpu_us: float  # CPU per event (row): the bare consumer's, or the COPY's session's
-    wal_bytes: float | None = None  # WAL per row, for a COPY
-
-
-async def consume_ceiling(settings: Settings, events: int) -> Ceiling:
-    """A bare consumer (getmany + orjson), timed from the first fetched batch to the last."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
-        fetch_max_bytes=FETCH_BYTES,
-    )
-    await consumer.start()
-    try:
-        partitions = await partitions_of(settings, settings.topic_usage)
-        tps = [TopicPartition(settings.topic_usage, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        seen, first_count, first_at, first_cpu = 0, 0, 0.0, 0.0
-        window_ms = int(settings.batch_window_s * 1000)
-        while seen < events:
-            fetched = await consumer.getmany(timeout_ms=window_ms, max_records=settings.batch_size)
-            for messages in fetched.values():
-                for message in messages:
-                    with suppress(orjson.JSONDecodeError):
-                        orjson.loads(message.value)
-                seen += len(messages)
-            if seen and not first_count:
-                first_count, first_at, first_cpu = seen, time.perf_counter(), time.process_time()
-        timed = max(seen - first_count, 1)
-        seconds = max(time.perf_counter() - first_at, 1e-9)
-        return Ceiling(timed / seconds, (time.process_time() - first_cpu) / timed * 1e6)
-    finally:
-        await consumer.stop()
-
-
-@dataclass(frozen=True, slots=True)
-class CopyCeilings:
-    keyed: Ceiling  # into a table with the ledger's primary key and indexes: the honest one
-    bare: Ceiling  # into a table with the ledger's columns only
-
-
-def ledger_columns(conn: psycopg.Connection) -> list[str]:
-    return [
-        name
-        for (name,) in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = 'usage_ledger'::regclass"
-            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
-        )
-    ]
-
-
-def _with_new_ids(columns: list[str], table: str = "usage_ledger") -> str:
-    return ", ".join("gen_random_uuid()" if c == "event_id" else f"{table}.{c}" for c in columns)
-
-
-def copy_ceilings(settings: Settings, rows: int) -> CopyCeilings:
-    """One binary COPY of ``rows`` ledger rows, committed, into a table with the ledger's key
-    and indexes, then the same into a table without them.
-
-    The rows are the drained ledger's, exported first (not timed); the few missing to make
-    ``rows`` (duplicates and invalid events are not ledger rows) are copies with new ids.
-    """
-    with psycopg.connect(dsn(settings.database_url)) as conn, tempfile.TemporaryFile() as data:
-        columns = ledger_columns(conn)
-        have = conn.execute("SELECT count(*) FROM usage_ledger").fetchone()[0]  # type: ignore[index]
-        export = (
-            f"COPY (SELECT * FROM usage_ledger UNION ALL"
-            f" (SELECT {_with_new_ids(columns)} FROM usage_ledger LIMIT {max(0, rows - have)}))"
-            " TO STDOUT (FORMAT BINARY)"
-        )
-        with conn.cursor().copy(export) as copy:
-            for chunk in copy:
-                data.write(chunk)
-        keyed = _timed_copy(conn, data, "INCLUDING ALL")
-        bare = _timed_copy(conn, data, "INCLUDING DEFAULTS")
-        return CopyCeilings(keyed, bare)
-
-
-def _timed_copy(conn: psycopg.Connection, data: IO[bytes], like: str) -> Ceiling:
-    """COPYs ``data`` into a new table ``LIKE usage_ledger {like}``: rate, CPU, WAL per row."""
-    data.seek(0)
-    conn.execute(f"CREATE TABLE bench_copy (LIKE usage_ledger {like})")
-    conn.commit()
-    session = conn.info.backend_pid
-    try:
-        cursor = conn.cursor()
-        wal_before = _wal_position(conn)
-        started, cpu = time.perf_counter(), cpu_seconds(session)
-        with cursor.copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as copy:
-            while chunk := data.read(1 << 20):
-                copy.write(chunk)
-        conn.commit()
-        seconds, cpu = time.perf_counter() - started, cpu_seconds(session) - cpu
-        wal = _wal_position(conn) - wal_before
-        rows = cursor.rowcount
-        return Ceiling(rows / seconds, cpu / rows * 1e6, wal / rows)
-    finally:
-        conn.execute("DROP TABLE IF EXISTS bench_copy")
-        conn.commit()
-
-
-def _wal_position(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
-    return int(row[0]) if row else 0
-
-
-def prefill_ledger(settings: Settings, rows: int) -> float:
-    """Adds ``rows`` ledger rows shaped like the drained ones (copies with new random ids),
-    in SQL with ``generate_series``; returns the seconds it took.
-
-    The primary key is dropped while the rows go in and built again afterwards (a sort, far
-    quicker than ten million random inserts), then a checkpoint: the drain that follows
-    starts as a long-running ledger does after one, paying for full-page images."""
-    started = time.perf_counter()
-    with psycopg.connect(dsn(settings.database_url), autocommit=True) as conn:
-        columns = ledger_columns(conn)
-        have = conn.execute("SELECT count(*) FROM usage_ledger").fetchone()[0]  # type: ignore[index]
-        copies = -(-rows // max(have, 1))
-        conn.execute("SET maintenance_work_mem = '512MB'")
-        conn.execute("ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_pkey")
-        conn.execute(
-            f"INSERT INTO usage_ledger ({', '.join(columns)})"
-            f" SELECT {_with_new_ids(columns, 'l')}"
-            f" FROM generate_series(1, {copies}) AS copy CROSS JOIN usage_ledger AS l"
-            f" LIMIT {rows}"
-        )
-        conn.execute(
-            "ALTER TABLE usage_ledger ADD CONSTRAINT usage_ledger_pkey PRIMARY KEY (event_id)"
-        )
-        conn.execute("VACUUM (ANALYZE) usage_ledger")
-        conn.execute("CHECKPOINT")
-    return time.perf_counter() - started
-
-
 def drain_case(run: Drain, produced: Produced, consume: Ceiling, copies: CopyCeilings) -> Case:
     copy = copies.keyed
     ceiling_name, ceiling = min(
@@ -433,7 +291,7 @@ def drain_case(run: Drain, produced: Produced, consume: Ceiling, copies: CopyCei
             " the COPY ceiling has the ledger's primary key and indexes, as any design keeping"
             f" one unique ledger row per event must (bare COPY: {copies.bare.rate:,.0f} rows/s,"
             f" {copies.bare.cpu_us:.1f} us per row)",
-            _cpu_note(run),
+            cpu_note(run),
         ],
         details={
             "events": run.events,
@@ -454,7 +312,7 @@ def drain_case(run: Drain, produced: Produced, consume: Ceiling, copies: CopyCei
     )
 
 
-def _cpu_note(run: Drain) -> str:
+def cpu_note(run: Drain) -> str:
     cpu = run.cpu_s
     return (
         f"first to last commit ({cpu['wall']:.1f}s), CPU seconds: worker "
@@ -464,7 +322,9 @@ def _cpu_note(run: Drain) -> str:
     )
 
 
-def _against(name: str, run: Drain, baseline: Drain, targets: tuple[Target, ...]) -> list[Figure]:
+def figures_against(
+    name: str, run: Drain, baseline: Drain, targets: tuple[Target, ...]
+) -> list[Figure]:
     """A drain's rates and costs, each next to the same figure of ``baseline``."""
     per_event, base_per_event = (
         1e6 / max(run.steady_events, 1),
@@ -505,33 +365,15 @@ def _against(name: str, run: Drain, baseline: Drain, targets: tuple[Target, ...]
     ]
 
 
-GROWTH_SHARE = 0.8  # of the drain rate on the empty ledger
-
-
-def growth_case(filled: Drain, empty: Drain, ledger_rows: int, prefill_s: float) -> Case:
-    """The same drain into a ledger already holding ``ledger_rows`` rows, against the empty one."""
-    return Case(
-        "growth",
-        _against("empty ledger", filled, empty, (Target(">=", GROWTH_SHARE, of_ratio=True),)),
-        notes=[
-            f"{filled.events:,} new events drained into a ledger pre-filled with"
-            f" {ledger_rows:,} rows (copies of the drained rows with new ids, {prefill_s:.0f}s"
-            " in SQL, then a checkpoint); baseline: the drain case on the empty ledger",
-            _cpu_note(filled),
-        ],
-        details={"ledger_rows": ledger_rows, "prefill_s": prefill_s, "batches": filled.batches},
-    )
-
-
 def processes_case(run: Drain, single: Drain) -> Case:
     """``run.processes`` worker processes in one consumer group against one."""
     return Case(
         "processes",
-        _against("one worker", run, single, ()),
+        figures_against("one worker", run, single, ()),
         notes=[
             f"{run.events:,} new events drained by {run.processes} `metering worker` processes"
             " sharing the partitions (one consumer group); baseline: the drain case, one worker",
-            _cpu_note(run),
+            cpu_note(run),
         ],
         details={"processes": run.processes, "batches": run.batches},
     )

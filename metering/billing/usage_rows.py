@@ -89,7 +89,11 @@ class CountedUsage(TenantUsage, Protocol):
 
 def usage_totals(rows: Iterable[CountedUsage]) -> dict[UsageKey, tuple[int, ...]]:
     """Events and the six token counts per model, service tier and long-context flag: what a
-    closed period billed, to compare with its usage later (late usage is the difference)."""
+    closed period billed, to compare with its usage later (late usage is the difference).
+
+    The counts are spelt out in ``USAGE_COUNTS`` order rather than looped over: this runs
+    once per hourly row of a close (7.4M rows for 1,000 tenants), where a loop costs twice
+    as much, as in ``rating``."""
     totals: dict[UsageKey, list[int]] = {}
     for row in rows:
         key = (row.model, row.service_tier, row.long_context)

@@ -1,0 +1,136 @@
+"""The drain's same-run ceilings: a bare aiokafka consumer of the same records, and binary
+COPYs of the same ledger rows, into a bare table and into one with the ledger's key and
+indexes (what any design keeping one durable ledger row per event must pay)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import IO
+
+import orjson
+import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.harness import (
+    cpu_seconds,
+    dsn,
+)
+from metering.config import Settings
+from metering.wire.kafka_admin import partitions_of
+from streams.ingest.service import (  # the ceiling fetches as the worker does
+    FETCH_BYTES,
+    PARTITION_FETCH_BYTES,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Ceiling:
+    rate: float  # events (rows) per second
+    cpu_us: float  # CPU per event (row): the bare consumer's, or the COPY's session's
+    wal_bytes: float | None = None  # WAL per row, for a COPY
+
+
+async def consume_ceiling(settings: Settings, events: int) -> Ceiling:
+    """A bare consumer (getmany + orjson), timed from the first fetched batch to the last."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+        fetch_max_bytes=FETCH_BYTES,
+    )
+    await consumer.start()
+    try:
+        partitions = await partitions_of(settings, settings.topic_usage)
+        tps = [TopicPartition(settings.topic_usage, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, first_count, first_at, first_cpu = 0, 0, 0.0, 0.0
+        window_ms = int(settings.batch_window_s * 1000)
+        while seen < events:
+            fetched = await consumer.getmany(timeout_ms=window_ms, max_records=settings.batch_size)
+            for messages in fetched.values():
+                for message in messages:
+                    with suppress(orjson.JSONDecodeError):
+                        orjson.loads(message.value)
+                seen += len(messages)
+            if seen and not first_count:
+                first_count, first_at, first_cpu = seen, time.perf_counter(), time.process_time()
+        timed = max(seen - first_count, 1)
+        seconds = max(time.perf_counter() - first_at, 1e-9)
+        return Ceiling(timed / seconds, (time.process_time() - first_cpu) / timed * 1e6)
+    finally:
+        await consumer.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class CopyCeilings:
+    keyed: Ceiling  # into a table with the ledger's primary key and indexes: the honest one
+    bare: Ceiling  # into a table with the ledger's columns only
+
+
+def ledger_columns(conn: psycopg.Connection) -> list[str]:
+    return [
+        name
+        for (name,) in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'usage_ledger'::regclass"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        )
+    ]
+
+
+def _with_new_ids(columns: list[str], table: str = "usage_ledger") -> str:
+    return ", ".join("gen_random_uuid()" if c == "event_id" else f"{table}.{c}" for c in columns)
+
+
+def copy_ceilings(settings: Settings, rows: int) -> CopyCeilings:
+    """One binary COPY of ``rows`` ledger rows, committed, into a table with the ledger's key
+    and indexes, then the same into a table without them.
+
+    The rows are the drained ledger's, exported first (not timed); the few missing to make
+    ``rows`` (duplicates and invalid events are not ledger rows) are copies with new ids.
+    """
+    with psycopg.connect(dsn(settings.database_url)) as conn, tempfile.TemporaryFile() as data:
+        columns = ledger_columns(conn)
+        have = conn.execute("SELECT count(*) FROM usage_ledger").fetchone()[0]  # type: ignore[index]
+        export = (
+            f"COPY (SELECT * FROM usage_ledger UNION ALL"
+            f" (SELECT {_with_new_ids(columns)} FROM usage_ledger LIMIT {max(0, rows - have)}))"
+            " TO STDOUT (FORMAT BINARY)"
+        )
+        with conn.cursor().copy(export) as copy:
+            for chunk in copy:
+                data.write(chunk)
+        keyed = _timed_copy(conn, data, "INCLUDING ALL")
+        bare = _timed_copy(conn, data, "INCLUDING DEFAULTS")
+        return CopyCeilings(keyed, bare)
+
+
+def _timed_copy(conn: psycopg.Connection, data: IO[bytes], like: str) -> Ceiling:
+    """COPYs ``data`` into a new table ``LIKE usage_ledger {like}``: rate, CPU, WAL per row."""
+    data.seek(0)
+    conn.execute(f"CREATE TABLE bench_copy (LIKE usage_ledger {like})")
+    conn.commit()
+    session = conn.info.backend_pid
+    try:
+        cursor = conn.cursor()
+        wal_before = _wal_position(conn)
+        started, cpu = time.perf_counter(), cpu_seconds(session)
+        with cursor.copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as copy:
+            while chunk := data.read(1 << 20):
+                copy.write(chunk)
+        conn.commit()
+        seconds, cpu = time.perf_counter() - started, cpu_seconds(session) - cpu
+        wal = _wal_position(conn) - wal_before
+        rows = cursor.rowcount
+        return Ceiling(rows / seconds, cpu / rows * 1e6, wal / rows)
+    finally:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.commit()
+
+
+def _wal_position(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0]) if row else 0
