@@ -15,7 +15,7 @@ import orjson
 from rich.console import Console
 from rich.status import Status
 
-from bench import drain, invoice_close, latency, memory, quota, storage
+from bench import ceilings, drain, growth, invoice_close, latency, memory, quota, storage
 from bench.harness import demo_database, fresh_topics
 from bench.machine import machine_facts
 from bench.report import Case
@@ -218,15 +218,15 @@ def _drain(
     show.phase("storage")
     results.attempt(("storage",), lambda: results.add(storage.storage_case(settings, produced)))
     show.phase("drain ceilings: a bare consumer, a binary COPY with and without the ledger's key")
-    ceilings = results.attempt(
+    measured = results.attempt(
         ("drain",),
         lambda: (
-            asyncio.run(drain.consume_ceiling(settings, config.events)),
-            drain.copy_ceilings(settings, config.events),
+            asyncio.run(ceilings.consume_ceiling(settings, config.events)),
+            ceilings.copy_ceilings(settings, config.events),
         ),
     )
-    if ceilings is not None:
-        results.add(drain.drain_case(run, produced, *ceilings))
+    if measured is not None:
+        results.add(drain.drain_case(run, produced, *measured))
     return run
 
 
@@ -294,13 +294,13 @@ def _growth(
         return
     show.phase(f"growth: pre-filling the ledger with {config.ledger_rows:,} rows")
     prefill_s = results.attempt(
-        ("growth",), lambda: drain.prefill_ledger(settings, config.ledger_rows)
+        ("growth",), lambda: growth.prefill_ledger(settings, config.ledger_rows)
     )
     if prefill_s is None:
         return
     run = _drain_again(settings, config, "growth", logs / "growth.log", show, results, seed=44)
     if run is not None:
-        results.add(drain.growth_case(run, empty, config.ledger_rows, prefill_s))
+        results.add(growth.growth_case(run, empty, config.ledger_rows, prefill_s))
 
 
 def _latency(
