@@ -15,7 +15,7 @@ from metering.cli.output import Format, progress, render
 from metering.cli.support import (
     fail,
 )
-from metering.tools.traffic import DEMO_MODELS
+from metering.tools.traffic import DEMO_MODELS, TrafficPlan
 
 USAGE_COLUMNS = ("events", *TOKEN_COUNTS)
 
@@ -50,7 +50,7 @@ def produce(
     from metering.billing.periods import period_from_label
     from metering.config import get_settings
     from metering.produce.producer import produce as send_all
-    from metering.tools.traffic import TrafficPlan, TrafficSpec, period_span
+    from metering.tools.traffic import TrafficSpec, period_span
     from metering.wire.kafka_admin import ensure_topics
 
     settings = get_settings()
@@ -93,6 +93,11 @@ def produce(
         f"({sent / max(elapsed, 1e-9):,.0f}/s)",
         err=True,
     )
+    _print_expected(plan)
+
+
+def _print_expected(plan: TrafficPlan) -> None:
+    """What the traffic should bill, per tenant: the totals `metering usage` must match."""
     expected = plan.expected
     typer.echo("messages by kind: " + ", ".join(f"{k}={v:,}" for k, v in expected.messages.items()))
     by_tenant: dict[str, dict[str, Any]] = {}
