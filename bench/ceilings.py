@@ -85,20 +85,28 @@ def _with_new_ids(columns: list[str], table: str = "usage_ledger") -> str:
     return ", ".join("gen_random_uuid()" if c == "event_id" else f"{table}.{c}" for c in columns)
 
 
-def copy_ceilings(settings: Settings, rows: int) -> CopyCeilings:
-    """One binary COPY of ``rows`` ledger rows, committed, into a table with the ledger's key
-    and indexes, then the same into a table without them.
+MIN_COPY_ROWS = 50_000
+"""The fewest rows a COPY ceiling copies: its session's CPU is read from /proc in clock ticks
+(10 ms), which a few thousand rows do not fill; a rate per row does not need the same N."""
 
-    The rows are the drained ledger's, exported first (not timed); the few missing to make
+
+def copy_ceilings(settings: Settings, rows: int) -> CopyCeilings:
+    """One binary COPY of ``rows`` ledger rows (at least ``MIN_COPY_ROWS``), committed, into a
+    table with the ledger's key and indexes, then the same into a table without them.
+
+    The rows are the drained ledger's, exported first (not timed); the ones missing to make
     ``rows`` (duplicates and invalid events are not ledger rows) are copies with new ids.
     """
+    rows = max(rows, MIN_COPY_ROWS)
     with psycopg.connect(dsn(settings.database_url)) as conn, tempfile.TemporaryFile() as data:
         columns = ledger_columns(conn)
         have = conn.execute("SELECT count(*) FROM usage_ledger").fetchone()[0]  # type: ignore[index]
+        missing = max(0, rows - have)
+        copies = -(-missing // max(have, 1))  # each drained row this many times at most
         export = (
             f"COPY (SELECT * FROM usage_ledger UNION ALL"
-            f" (SELECT {_with_new_ids(columns)} FROM usage_ledger LIMIT {max(0, rows - have)}))"
-            " TO STDOUT (FORMAT BINARY)"
+            f" (SELECT {_with_new_ids(columns)} FROM usage_ledger,"
+            f" generate_series(1, {copies}) LIMIT {missing})) TO STDOUT (FORMAT BINARY)"
         )
         with conn.cursor().copy(export) as copy:
             for chunk in copy:
