@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
-import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -21,6 +18,7 @@ from metering.services import KafkaBroker
 from metering.services.worker import WorkerProcess
 from metering.store import migrate
 from tests.support.cli import metering
+from tests.support.quota import ask_quota
 from tests.support.workers import StartWorker
 
 
@@ -110,14 +108,6 @@ def quota_api_port(worker: WorkerProcess) -> int:
     return int(port)
 
 
-def ask_quota_api(port: int, tenant: str) -> tuple[int, dict[str, str]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/quota/{tenant}", timeout=5):
-            raise AssertionError("an unknown tenant was answered 200")
-    except urllib.error.HTTPError as error:
-        return error.code, orjson.loads(error.read())
-
-
 def test_two_workers_on_one_host_each_serve_the_quota_api_on_a_port_of_their_own(
     settings: Settings, start_worker: StartWorker
 ) -> None:
@@ -131,7 +121,7 @@ def test_two_workers_on_one_host_each_serve_the_quota_api_on_a_port_of_their_own
     assert len(ports) == 2
     assert "set METERING_WORKER_WEB_PORT" in second.log()  # it says why it took another
     for port in ports:
-        assert ask_quota_api(port, "nobody") == (
+        assert ask_quota(port, "nobody") == (
             404,
             {"error": "unknown_tenant", "detail": "no tenant 'nobody'"},
         )

@@ -3,10 +3,6 @@ batch that crosses a hard limit, unblocking when the limit is raised, several wo
 
 from __future__ import annotations
 
-import asyncio
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,12 +11,12 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from metering.config import Settings
 from metering.services.worker import WorkerProcess
 from tests.support.cli import metering
 from tests.support.ingest import event, message, produce, seed_catalog, wait_until_processed
+from tests.support.quota import ask_quota, read_topic
 from tests.support.waiting import eventually
 
 StartWorker = Callable[..., WorkerProcess]
@@ -54,45 +50,12 @@ def set_limit(
     assert done.returncode == 0, done.stderr
 
 
-def read_topic(settings: Settings, topic: str, timeout_s: float = 5) -> list[dict[str, Any]]:
-    """Every record of a topic, from the start, as JSON (waits up to the timeout for more)."""
-
-    async def read() -> list[dict[str, Any]]:
-        consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-        )
-        await consumer.start()
-        values: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout_s
-        try:
-            while time.monotonic() < deadline:
-                for batch in (await consumer.getmany(timeout_ms=300)).values():
-                    values.extend(orjson.loads(r.value) for r in batch)
-        finally:
-            await consumer.stop()
-        return values
-
-    return asyncio.run(read())
-
-
 def stored_alerts(settings: Settings) -> list[tuple[str, int]]:
     with psycopg.connect(settings.psycopg_dsn) as conn:
         rows = conn.execute(
             "SELECT limit_id, threshold FROM reporting.quota_alerts ORDER BY threshold"
         ).fetchall()
     return [(limit_id, threshold) for limit_id, threshold in rows]
-
-
-def ask(settings: Settings, tenant: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{settings.worker_web_port}/v1/quota/{tenant}",
-        headers={"Authorization": f"Bearer {token}"} if token else {},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, orjson.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, orjson.loads(error.read())
 
 
 @pytest.fixture
@@ -137,8 +100,8 @@ def test_a_hard_limit_blocks_on_the_crossing_event_and_raising_it_unblocks(
     produce(settings, events(60, 1000))
     wait_until_processed(settings, worker, 60)
 
-    assert eventually(lambda: ask(settings, TENANT)[1]["allowed"] is False)
-    status, answer = ask(settings, TENANT)
+    assert eventually(lambda: ask_quota(settings.worker_web_port, TENANT)[1]["allowed"] is False)
+    status, answer = ask_quota(settings.worker_web_port, TENANT)
     assert status == 200 and answer["state"] == "blocked"
     [limit] = answer["limits"]
     assert (limit["limit"], limit["used"], limit["remaining"]) == (50_000, 60_000, 0)
@@ -146,7 +109,9 @@ def test_a_hard_limit_blocks_on_the_crossing_event_and_raising_it_unblocks(
     assert (latest["tenant_id"], latest["state"]) == (TENANT, "blocked")
 
     set_limit(settings, 1_000_000, hard=True)
-    assert eventually(lambda: ask(settings, TENANT)[1]["allowed"] is True, timeout_s=3)
+    assert eventually(
+        lambda: ask_quota(settings.worker_web_port, TENANT)[1]["allowed"] is True, timeout_s=3
+    )
     assert eventually(
         lambda: read_topic(settings, settings.topic_quota_state, 1)[-1]["state"] == "ok"
     )
@@ -159,13 +124,13 @@ def test_the_quota_endpoint_says_404_for_an_unknown_tenant_and_needs_its_token(
     worker = start_worker(settings)
     worker.wait_for_log("Worker]: Ready")
 
-    assert ask(settings, TENANT)[0] == 401
+    assert ask_quota(settings.worker_web_port, TENANT)[0] == 401
     for wrong in ("s3cre", "s3cretX", "S3CRET", "s3cr\u00e9t"):  # short, long, case, non-ASCII
-        status, answer = ask(settings, TENANT, token=wrong)
+        status, answer = ask_quota(settings.worker_web_port, TENANT, token=wrong)
         assert (status, answer["error"]) == (401, "unauthorized"), wrong
-    status, answer = ask(settings, "nobody", token="s3cret")
+    status, answer = ask_quota(settings.worker_web_port, "nobody", token="s3cret")
     assert (status, answer["error"]) == (404, "unknown_tenant")
-    status, answer = ask(settings, "globex", token="s3cret")
+    status, answer = ask_quota(settings.worker_web_port, "globex", token="s3cret")
     assert (status, answer["allowed"], answer["limits"]) == (200, True, [])
 
 
@@ -208,8 +173,8 @@ def test_a_spend_limit_blocks_on_list_prices_estimated_in_the_stream(
     produce(settings, events(30, 1000))  # grok-3: 900 in at $3/M + 100 out at $15/M = $0.0042
     wait_until_processed(settings, worker, 30)
 
-    assert eventually(lambda: ask(settings, TENANT)[1]["allowed"] is False)
-    [limit] = ask(settings, TENANT)[1]["limits"]
+    assert eventually(lambda: ask_quota(settings.worker_web_port, TENANT)[1]["allowed"] is False)
+    [limit] = ask_quota(settings.worker_web_port, TENANT)[1]["limits"]
     assert (limit["kind"], Decimal(limit["used"]), limit["remaining"]) == (
         "spend_per_period",
         Decimal("0.1260"),

@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from test_quota_enforcement import ask, read_topic
 
 from metering.billing.periods import BillingPeriod, period_for
 from metering.billing.utc import rfc3339
@@ -23,6 +22,7 @@ from metering.services.worker import WorkerProcess
 from metering.wire.quota_messages import state_from_json
 from tests.support.cli import metering
 from tests.support.ingest import event, message, produce, seed_catalog, wait_until_processed
+from tests.support.quota import ask_quota, read_topic
 from tests.support.waiting import eventually
 
 StartWorker = Callable[..., WorkerProcess]
@@ -76,7 +76,7 @@ def set_limit(settings: Settings, *args: str) -> str:
 def limit_answer(settings: Settings, limit_id: str, model: str | None = None) -> dict[str, Any]:
     """The endpoint's answer for one limit; empty until the worker knows the limit."""
     path = TENANT if model is None else f"{TENANT}?model={model}"
-    status, answer = ask(settings, path)
+    status, answer = ask_quota(settings.worker_web_port, path)
     assert status == 200, answer
     return next((x for x in answer["limits"] if x["limit_id"] == limit_id), {})
 
@@ -115,7 +115,9 @@ def test_a_limit_below_the_usage_already_in_the_period_blocks_at_once_and_alerts
     wait_until_processed(settings, worker, 41)
 
     said = set_limit(settings, "--kind", "tokens_per_period", "--limit", "1000000", "--hard")
-    assert eventually(lambda: ask(settings, TENANT)[1]["allowed"] is False, timeout_s=3)
+    assert eventually(
+        lambda: ask_quota(settings.worker_web_port, TENANT)[1]["allowed"] is False, timeout_s=3
+    )
     limit = limit_answer(settings, LIMIT_ID)
     assert (limit["state"], limit["used"], limit["remaining"]) == ("blocked", 4_100_000, 0)
     assert "4100000 used this billing period" in said and "blocked" in said
@@ -217,7 +219,7 @@ def test_limits_a_quota_cannot_hold_are_refused_in_one_line_and_the_endpoint_kee
     code, out, _ = quota(settings, "list", "--format", "json")
     assert (code, orjson.loads(out)) == (0, [])
     worker.wait_for_log("Worker]: Ready")
-    status, answer = ask(settings, TENANT)
+    status, answer = ask_quota(settings.worker_web_port, TENANT)
     assert (status, answer["allowed"], answer["limits"]) == (200, True, [])
 
 
