@@ -12,6 +12,7 @@ Kafka offsets are acknowledged only after the commit.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Final, Protocol
 from uuid import UUID
 
 import psycopg
+from psycopg import adapt, pq
+from psycopg._copy_base import BinaryFormatter
 from psycopg.types.json import Jsonb
 
 from metering.billing.events import Rejection, UsageEvent
@@ -92,7 +95,48 @@ LEDGER_COLUMNS = (
 _token_counts: Final = attrgetter(*TOKEN_COUNTS)
 """An event's token counts in ``LEDGER_COLUMNS`` order (a C-level getter: this is per row)."""
 _COLUMN_NAMES = ", ".join(name for name, _ in LEDGER_COLUMNS)
-_COLUMN_TYPES = [type_ for _, type_ in LEDGER_COLUMNS]
+_COLUMN_OIDS = [psycopg.adapters.types.get_oid(type_) for _, type_ in LEDGER_COLUMNS]
+STAGE_CHUNK: Final = 200
+"""Rows formatted in one go (a few ms of the thread) before the event loop is handed back:
+staging runs while the previous batch is written, whose statements share the thread."""
+
+Item = tuple[SourceRecord, UsageEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class StagedEvents:
+    """A batch's accepted events as the ledger stages them: the first record of each
+    ``event_id`` as binary COPY data, in the batch's order, and the repeats within the batch.
+    Made before the batch's transaction (``Ledger.stage``), so that the thread formats rows
+    while the database writes the batch before."""
+
+    first: dict[UUID, Item]
+    repeats: list[Item]
+    copy_data: bytes
+
+
+async def stage_events(accepted: Iterable[Item], thresholds: Mapping[str, int]) -> StagedEvents:
+    first: dict[UUID, Item] = {}
+    repeats: list[Item] = []
+    for item in accepted:
+        if item[1].event_id in first:
+            repeats.append(item)
+        else:
+            first[item[1].event_id] = item
+    transformer = adapt.Transformer()
+    transformer.set_dumper_types(_COLUMN_OIDS, pq.Format.BINARY)
+    formatter = BinaryFormatter(transformer)
+    format_row = formatter.write_row
+    data = bytearray()
+    items = list(first.values())
+    for start in range(0, len(items), STAGE_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        for record, event in items[start : start + STAGE_CHUNK]:
+            data += format_row(_ledger_row(record, event, thresholds))
+    data += formatter.end()
+    return StagedEvents(first, repeats, bytes(data))
+
 
 # A batch is COPYed (binary) into this per-connection staging table, then moved into the
 # ledger in one statement; far cheaper than binding arrays of parameters.
@@ -152,6 +196,15 @@ SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::bigint[]
 ON CONFLICT ON CONSTRAINT ledger_conflicts_source DO NOTHING
 """
 
+_LOCK_PROGRESS = (
+    "SELECT partition, next_offset FROM ingest_progress"
+    " WHERE topic = %s AND partition = ANY(%s) ORDER BY partition FOR UPDATE"
+)
+_ADD_PROGRESS = (
+    "INSERT INTO ingest_progress (topic, partition) SELECT %s, unnest(%s::int[])"
+    " ON CONFLICT DO NOTHING"
+)
+
 _UPDATE_PROGRESS = """
 UPDATE ingest_progress AS p SET
     next_offset = v.next_offset,
@@ -201,23 +254,22 @@ class LedgerBatch:
         return self._conn
 
     async def __aenter__(self) -> LedgerBatch:
-        await self._conn.execute("BEGIN")
         by_topic: dict[str, set[int]] = defaultdict(set)
         for record in self._records:
             by_topic[record.topic].add(record.partition)
-        for topic, partitions in sorted(by_topic.items()):
-            ordered = sorted(partitions)
-            await self._conn.execute(
-                "INSERT INTO ingest_progress (topic, partition) SELECT %s, unnest(%s::int[])"
-                " ON CONFLICT DO NOTHING",
-                (topic, ordered),
-            )
-            cursor = await self._conn.execute(
-                "SELECT partition, next_offset FROM ingest_progress"
-                " WHERE topic = %s AND partition = ANY(%s) ORDER BY partition FOR UPDATE",
-                (topic, ordered),
-            )
-            for partition, next_offset in await cursor.fetchall():
+        locks = sorted((topic, sorted(partitions)) for topic, partitions in by_topic.items())
+        # One round trip in the common case: every partition has had its row since its
+        # first batch, so BEGIN and the locks go together.
+        async with self._conn.pipeline():
+            await self._conn.execute("BEGIN")
+            cursors = [await self._conn.execute(_LOCK_PROGRESS, lock) for lock in locks]
+        for (topic, partitions), cursor in zip(locks, cursors, strict=True):
+            rows = await cursor.fetchall()
+            if len(rows) < len(partitions):  # a partition's first batch: its row, then its lock
+                await self._conn.execute(_ADD_PROGRESS, (topic, partitions))
+                cursor = await self._conn.execute(_LOCK_PROGRESS, (topic, partitions))
+                rows = await cursor.fetchall()
+            for partition, next_offset in rows:
                 self._tally[(topic, partition)] = _PartitionTally(next_offset)
         for record in self._records:
             tally = self._tally[(record.topic, record.partition)]
@@ -234,37 +286,46 @@ class LedgerBatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None and not self._trial:
-            await self._save_progress()
-            await self._conn.execute("COMMIT")
-        elif not self._conn.closed and not self._conn.broken:
+        try:
+            if exc_type is None and not self._trial:
+                async with self._conn.pipeline():  # one round trip
+                    await self._save_progress()
+                    await self._conn.execute("COMMIT")
+                return
+        except BaseException:
+            await self._roll_back()
+            raise
+        await self._roll_back()
+
+    async def _roll_back(self) -> None:
+        if not self._conn.closed and not self._conn.broken:
             await self._conn.execute("ROLLBACK")
 
     async def write(
         self,
-        accepted: Sequence[tuple[SourceRecord, UsageEvent]],
+        accepted: Sequence[Item],
         rejected: Sequence[tuple[SourceRecord, Rejection]],
+        *,
+        staged: StagedEvents | None = None,
     ) -> BatchOutcome:
-        """Writes the fresh records' fate; each fresh record must be in exactly one list."""
+        """Writes the fresh records' fate; each fresh record must be in exactly one list.
+        ``staged``, if given, is ``accepted`` staged beforehand (``Ledger.stage``)."""
         if accepted:
-            await self._write_events(accepted)
+            if staged is None:
+                staged = await stage_events(accepted, self._thresholds)
+            await self._write_events(staged)
         if rejected:
             await self._write_rejections(rejected)
         return self.outcome
 
-    async def _write_events(self, accepted: Sequence[tuple[SourceRecord, UsageEvent]]) -> None:
-        first: dict[UUID, tuple[SourceRecord, UsageEvent]] = {}
-        repeats: list[tuple[SourceRecord, UsageEvent]] = []
-        for item in accepted:
-            if item[1].event_id in first:
-                repeats.append(item)
-            else:
-                first[item[1].event_id] = item
-        await self._stage(first.values())
+    async def _write_events(self, staged: StagedEvents) -> None:
+        first, repeats = staged.first, list(staged.repeats)
+        async with self._conn.cursor().copy(_COPY_STAGING) as copy:
+            await copy.write(staged.copy_data)
         cursor = await self._conn.execute(_INSERT_LEDGER)
         not_inserted = {row[0] for row in await cursor.fetchall()}
         if not_inserted:  # already in the ledger: repeats, in the batch's order
-            inserted: list[tuple[SourceRecord, UsageEvent]] = []
+            inserted: list[Item] = []
             for event_id, item in first.items():
                 (repeats if event_id in not_inserted else inserted).append(item)
         else:
@@ -273,21 +334,6 @@ class LedgerBatch:
         self._count("accepted", (record for record, _ in inserted))
         if repeats:
             await self._classify_repeats(repeats)
-
-    async def _stage(self, items: Iterable[tuple[SourceRecord, UsageEvent]]) -> None:
-        """COPYs the rows into the staging table, formatted in one loop without an ``await``
-        per row: the formatter hands back a full buffer every 32 kB, and only those are sent."""
-        thresholds = self._thresholds
-        async with self._conn.cursor().copy(_COPY_STAGING) as copy:
-            copy.set_types(_COLUMN_TYPES)
-            format_row = copy.formatter.write_row
-            buffers = [
-                buffer
-                for record, event in items
-                if (buffer := format_row(_ledger_row(record, event, thresholds)))
-            ]
-            for buffer in buffers:
-                await copy.write(buffer)
 
     async def _classify_repeats(self, repeats: list[tuple[SourceRecord, UsageEvent]]) -> None:
         """A repeat with the stored fingerprint is a duplicate; otherwise a recorded conflict."""
@@ -416,8 +462,13 @@ class Ledger(Reconnecting):
 
     async def batch(self, records: Sequence[SourceRecord], *, trial: bool = False) -> LedgerBatch:
         conn = await self.connection()
+        return LedgerBatch(conn, records, await self._thresholds_now(), trial=trial)
+
+    async def stage(self, accepted: Sequence[Item]) -> StagedEvents:
+        """``accepted`` formatted for ``LedgerBatch.write``, before the batch's transaction."""
+        return await stage_events(accepted, await self._thresholds_now())
+
+    async def _thresholds_now(self) -> Mapping[str, int]:
         if self._thresholds is None:
-            thresholds: Mapping[str, int] = await read_thresholds(conn)
-        else:
-            thresholds = self._thresholds.long_context_above
-        return LedgerBatch(conn, records, thresholds, trial=trial)
+            return await read_thresholds(await self.connection())
+        return self._thresholds.long_context_above

@@ -12,6 +12,7 @@ from mode import Service
 
 from metering.config import Settings
 from metering.store.catalog import CatalogCache
+from metering.store.connection import Reconnecting
 from metering.store.ledger import Ledger, SourceRecord
 from streams.ingest.batch import Fetched, log
 from streams.ingest.chain import build_ingest
@@ -92,13 +93,16 @@ class IngestService(Service):
         )
         self.catalog = CatalogCache(settings.psycopg_dsn)
         self.ledger = Ledger(settings.psycopg_dsn, self.catalog)
+        # Its own connection: a batch's quota effects are marked published while the
+        # ledger's connection is in the next batch's transaction.
+        self.published = Reconnecting(settings.psycopg_dsn)
         self.chain = build_ingest(
             settings,
             ledger=self.ledger,
             catalog=self.catalog,
             rules=self.rules,
             dead_letters=DeadLetters(self.producer, settings.topic_dlq),
-            quota_publisher=QuotaPublisher(settings, self.producer, self.ledger),
+            quota_publisher=QuotaPublisher(settings, self.producer, self.published),
             consumer=self.consumer,
         )
         await self.producer.start()
@@ -117,6 +121,7 @@ class IngestService(Service):
         await self.consumer.stop()
         await self.producer.stop()
         await self.ledger.close()
+        await self.published.close()
         await self.catalog.close()
 
     @Service.task
