@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Final
 
-import orjson
+import msgspec
 
 from metering.billing.tokens import TOKEN_COUNTS, Usage
 
@@ -139,37 +140,58 @@ class Catalog:
     models: frozenset[str]
 
 
+_COUNTS_WRITTEN_WHEN_SET: Final = ("cache_write_1h_tokens",)
+"""Counts that came after the first events were stored: written only when not 0, so that
+every event sent before them keeps its fingerprint (a replayed old event stays a duplicate
+rather than a conflict). They come last in ``TOKEN_COUNTS``."""
+assert TOKEN_COUNTS[-len(_COUNTS_WRITTEN_WHEN_SET) :] == _COUNTS_WRITTEN_WHEN_SET
+
+_CanonicalUsage: Final = msgspec.defstruct(
+    "_CanonicalUsage",
+    [(name, int, 0) if name in _COUNTS_WRITTEN_WHEN_SET else (name, int) for name in TOKEN_COUNTS],
+    omit_defaults=True,
+)
+
+
+class _CanonicalEvent(msgspec.Struct, omit_defaults=True):
+    """The fields of the canonical JSON; the optional ones are left out when unset."""
+
+    event_id: uuid.UUID
+    model: str
+    occurred_at: datetime
+    service_tier: str
+    tenant_id: str
+    usage: Any
+    deployment: str | None = None
+    region: str | None = None
+    request_id: str | None = None
+    attributes: dict[str, str] | None = None
+
+
+_encode_sorted: Final = msgspec.json.Encoder(order="sorted").encode
+_token_counts: Final = attrgetter(*TOKEN_COUNTS)
+
+
 def event_to_json(event: UsageEvent) -> bytes:
     """The canonical v1 JSON of an event: sorted keys, UTC with ``Z``, every usage count,
     optional fields only when set. ``parse_event`` reads it back to an equal event, and its
     SHA-256 is the event's fingerprint. The one writer of v1 JSON: the producer sends it.
 
-    The dict is built with its keys already in sorted order, which gives the bytes of
-    ``orjson.dumps(..., option=OPT_SORT_KEYS | OPT_UTC_Z)`` (how the ledger's fingerprints
-    were made) without sorting each time.
-
-    ``cache_write_1h_tokens`` came after the first events were stored, so it is written only
-    when it is not 0: every event sent before it keeps its fingerprint, and a replayed old
-    event stays a duplicate rather than a conflict."""
-    usage = event.usage
-    document: dict[str, Any] = {}
-    option = orjson.OPT_UTC_Z
-    if event.attributes:
-        document["attributes"] = dict(event.attributes)
-        option |= orjson.OPT_SORT_KEYS  # for the attributes' own keys
-    if event.deployment is not None:
-        document["deployment"] = event.deployment
-    document["event_id"] = event.event_id
-    document["model"] = event.model
-    document["occurred_at"] = event.occurred_at
-    if event.region is not None:
-        document["region"] = event.region
-    if event.request_id is not None:
-        document["request_id"] = event.request_id
-    document["service_tier"] = event.service_tier
-    document["tenant_id"] = event.tenant_id
-    counts = {name: getattr(usage, name) for name in _SORTED_COUNTS}
-    if not usage.cache_write_1h_tokens:
-        del counts["cache_write_1h_tokens"]
-    document["usage"] = counts
-    return orjson.dumps(document, option=option)
+    The bytes are those of ``orjson.dumps(..., option=OPT_SORT_KEYS | OPT_UTC_Z)`` of the
+    same document (how the ledger's fingerprints were made; tests/unit/test_events.py holds
+    them to it); msgspec writes them from a struct, without building dicts. Counts in
+    ``_COUNTS_WRITTEN_WHEN_SET`` are written only when not 0."""
+    return _encode_sorted(
+        _CanonicalEvent(
+            event.event_id,
+            event.model,
+            event.occurred_at,
+            event.service_tier,
+            event.tenant_id,
+            _CanonicalUsage(*_token_counts(event.usage)),
+            event.deployment,
+            event.region,
+            event.request_id,
+            dict(event.attributes) if event.attributes else None,
+        )
+    )
