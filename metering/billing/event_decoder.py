@@ -180,21 +180,24 @@ def _checked(
     service_tier = wire.service_tier or "standard"
     if wire.service_tier is not None and wire.service_tier not in SERVICE_TIERS:
         return None
-    texts = (wire.request_id, wire.deployment, wire.region)
-    if any(text is not None and UNSTORABLE_CHARACTER in text for text in texts):
-        return None
-    attributes = wire.attributes or {}
-    if any(
-        UNSTORABLE_CHARACTER in key or UNSTORABLE_CHARACTER in value
-        for key, value in attributes.items()
+    # Spelt out rather than with any() over a generator: this runs for every event.
+    nul = UNSTORABLE_CHARACTER
+    request_id, deployment, region = wire.request_id, wire.deployment, wire.region
+    if (
+        (request_id is not None and nul in request_id)
+        or (deployment is not None and nul in deployment)
+        or (region is not None and nul in region)
     ):
         return None
+    attributes = wire.attributes or {}
+    if attributes and any(nul in key or nul in value for key, value in attributes.items()):
+        return None
     return UsageEvent(
-        event_id=event_id,
-        tenant_id=wire.tenant_id,
-        model=wire.model,
-        occurred_at=occurred_at,
-        usage=Usage(
+        event_id,
+        wire.tenant_id,
+        wire.model,
+        occurred_at,
+        Usage(
             usage.input_tokens,
             usage.output_tokens,
             usage.cached_input_tokens,
@@ -202,9 +205,9 @@ def _checked(
             usage.reasoning_tokens,
             usage.cache_write_1h_tokens,
         ),
-        service_tier=service_tier,
-        request_id=wire.request_id,
-        deployment=wire.deployment,
-        region=wire.region,
-        attributes=attributes,
+        service_tier,
+        request_id,
+        deployment,
+        region,
+        attributes,
     )

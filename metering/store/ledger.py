@@ -33,15 +33,21 @@ from metering.store.catalog import read_thresholds
 from metering.store.connection import Reconnecting
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """One Kafka record, as the sink needs to know it."""
+class SourceRecord(Protocol):
+    """One Kafka record, as the sink needs to know it: aiokafka's ``ConsumerRecord`` is one,
+    taken as fetched (no copy per record)."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None  # None for a tombstone
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None:
+        """None for a tombstone."""
 
 
 RECORD_ERRORS: Final = (

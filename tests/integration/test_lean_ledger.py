@@ -15,7 +15,8 @@ from metering.billing.event_decoder import parse_event
 from metering.billing.events import Catalog, UsageEvent
 from metering.store import catalog, migrate
 from metering.store.catalog import CatalogCache
-from metering.store.ledger import BatchOutcome, Ledger, SourceRecord
+from metering.store.ledger import BatchOutcome, Ledger
+from tests.support.ingest import fetched
 
 NOW = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)
 TOPIC = "usage.events.lean"
@@ -52,7 +53,7 @@ def write(
         try:
             await cache.load()
             records = [
-                SourceRecord(TOPIC, 0, first_offset + i, b"acme", b"{}") for i in range(len(events))
+                fetched(TOPIC, 0, first_offset + i, b"acme", b"{}") for i in range(len(events))
             ]
             async with await ledger.batch(records) as batch:
                 by_offset = {r.offset: r for r in batch.fresh}

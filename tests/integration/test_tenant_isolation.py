@@ -31,8 +31,9 @@ from metering.services.scratch import admin_dsn, database_url, drop_database
 from metering.store import catalog, migrate
 from metering.store.billing.close import close_period
 from metering.store.billing.price_imports import import_prices
-from metering.store.ledger import Ledger, SourceRecord
+from metering.store.ledger import Ledger
 from tests.support.cli import metering
+from tests.support.ingest import fetched
 from tests.support.logins import Logins
 from tests.support.usage import add_usage
 
@@ -414,7 +415,7 @@ async def ingest_one_event(dsn: str) -> int:
     )
     event = parse_event(raw, catalog=Catalog(frozenset({"acme"}), frozenset({"m1"})), now=now)
     assert isinstance(event, UsageEvent), event
-    record = SourceRecord("usage.events", 0, 0, b"acme", raw)
+    record = fetched("usage.events", 0, 0, b"acme", raw)
     ledger = Ledger(dsn)
     try:
         async with await ledger.batch([record]) as batch:

@@ -266,3 +266,13 @@ def ledger_rows_per_event(settings: Settings) -> dict[str, int]:
     with psycopg.connect(settings.psycopg_dsn) as conn:
         rows = conn.execute("SELECT event_id::text, count(*) FROM usage_ledger GROUP BY 1")
         return {event_id: count for event_id, count in rows}
+
+
+def fetched(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes
+) -> ConsumerRecord[bytes, bytes]:
+    """A record as aiokafka hands it to the worker, for a test that writes to the ledger
+    directly."""
+    return ConsumerRecord(
+        topic, partition, offset, 0, 0, key, value, None, len(key or b""), len(value), []
+    )
