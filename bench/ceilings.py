@@ -81,8 +81,22 @@ def ledger_columns(conn: psycopg.Connection) -> list[str]:
     ]
 
 
-def _with_new_ids(columns: list[str], table: str = "usage_ledger") -> str:
-    return ", ".join("gen_random_uuid()" if c == "event_id" else f"{table}.{c}" for c in columns)
+def _with_new_ids(
+    columns: list[str], table: str = "usage_ledger", *, random_ids: bool = False
+) -> str:
+    """The columns of ``table``'s rows with new event ids: random (version 4), or, as the
+    producer mints them, version 7 stamped with the row's ``occurred_at``."""
+    new_id = "gen_random_uuid()" if random_ids else _UUID7_OF_OCCURRED_AT.format(table=table)
+    return ", ".join(new_id if c == "event_id" else f"{table}.{c}" for c in columns)
+
+
+# The 48-bit Unix milliseconds of occurred_at over the first 6 bytes of a random UUID, and
+# the version nibble set to 7 (gen_random_uuid's variant bits are already RFC 9562's).
+_UUID7_OF_OCCURRED_AT = (
+    "encode(set_byte(overlay(uuid_send(gen_random_uuid()) placing"
+    " substring(int8send((extract(epoch FROM {table}.occurred_at) * 1000)::int8) FROM 3 FOR 6)"
+    " FROM 1 FOR 6), 6, (get_byte(uuid_send(gen_random_uuid()), 6) & 15) | 112), 'hex')::uuid"
+)
 
 
 MIN_COPY_ROWS = 50_000
@@ -90,7 +104,7 @@ MIN_COPY_ROWS = 50_000
 (10 ms), which a few thousand rows do not fill; a rate per row does not need the same N."""
 
 
-def copy_ceilings(settings: Settings, rows: int) -> CopyCeilings:
+def copy_ceilings(settings: Settings, rows: int, *, random_ids: bool = False) -> CopyCeilings:
     """One binary COPY of ``rows`` ledger rows (at least ``MIN_COPY_ROWS``), committed, into a
     table with the ledger's key and indexes, then the same into a table without them.
 
@@ -105,7 +119,7 @@ def copy_ceilings(settings: Settings, rows: int) -> CopyCeilings:
         copies = -(-missing // max(have, 1))  # each drained row this many times at most
         export = (
             f"COPY (SELECT * FROM usage_ledger UNION ALL"
-            f" (SELECT {_with_new_ids(columns)} FROM usage_ledger,"
+            f" (SELECT {_with_new_ids(columns, random_ids=random_ids)} FROM usage_ledger,"
             f" generate_series(1, {copies}) LIMIT {missing})) TO STDOUT (FORMAT BINARY)"
         )
         with conn.cursor().copy(export) as copy:

@@ -58,8 +58,9 @@ BATCH_LINE = re.compile(rb"batch of (\d+) in (\d+) ms")
 Say = Callable[[str], None]
 
 
-def traffic(events: int, *, seed: int = 42) -> TrafficSpec:
-    """The realistic mix: 50 skewed tenants, 10 models, 2% duplicates, 0.5% invalid, 1% late."""
+def traffic(events: int, *, seed: int = 42, random_ids: bool = False) -> TrafficSpec:
+    """The realistic mix: 50 skewed tenants, 10 models, 2% duplicates, 0.5% invalid, 1% late;
+    the producer's time-ordered event ids, or random ones."""
     return TrafficSpec(
         events=events,
         tenants=50,
@@ -69,6 +70,7 @@ def traffic(events: int, *, seed: int = 42) -> TrafficSpec:
         late=0.01,
         seed=seed,
         now=datetime.now(UTC),
+        random_ids=random_ids,
     )
 
 

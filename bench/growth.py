@@ -19,9 +19,10 @@ from bench.report import Case, Target
 from metering.config import Settings
 
 
-def prefill_ledger(settings: Settings, rows: int) -> float:
-    """Adds ``rows`` ledger rows shaped like the drained ones (copies with new random ids),
-    in SQL with ``generate_series``; returns the seconds it took.
+def prefill_ledger(settings: Settings, rows: int, *, random_ids: bool = False) -> float:
+    """Adds ``rows`` ledger rows shaped like the drained ones (copies with new ids of the
+    traffic's kind: version 7 stamped with the copied row's ``occurred_at``, or random), in
+    SQL with ``generate_series``; returns the seconds it took.
 
     The primary key is dropped while the rows go in and built again afterwards (a sort, far
     quicker than ten million random inserts), then a checkpoint: the drain that follows
@@ -35,7 +36,7 @@ def prefill_ledger(settings: Settings, rows: int) -> float:
         conn.execute("ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_pkey")
         conn.execute(
             f"INSERT INTO usage_ledger ({', '.join(columns)})"
-            f" SELECT {_with_new_ids(columns, 'l')}"
+            f" SELECT {_with_new_ids(columns, 'l', random_ids=random_ids)}"
             f" FROM generate_series(1, {copies}) AS copy CROSS JOIN usage_ledger AS l"
             f" LIMIT {rows}"
         )

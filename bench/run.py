@@ -42,6 +42,7 @@ class BenchConfig:
     quota_trials: int = 50  # tenants made to cross a hard limit, idle and under load
     quota_rps: int = 1_000  # requests/s fired at GET /v1/quota
     quota_seconds: float = 10.0
+    random_ids: bool = False  # event ids as random UUID4s rather than the producer's UUID7s
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -202,7 +203,7 @@ def _drain(
     """Cases 1, 3 and 4 (drain, memory, storage); returns the drain, if measured."""
     needs_drain = ("drain", "growth", "processes", "memory", "storage")
     show.phase(f"drain: producing {config.events:,} events")
-    spec = drain.traffic(config.events)
+    spec = drain.traffic(config.events, random_ids=config.random_ids)
     produced = results.attempt(
         needs_drain, lambda: asyncio.run(drain.send_traffic(settings, spec, say=show.say))
     )
@@ -222,7 +223,7 @@ def _drain(
         ("drain",),
         lambda: (
             asyncio.run(ceilings.consume_ceiling(settings, config.events)),
-            ceilings.copy_ceilings(settings, config.events),
+            ceilings.copy_ceilings(settings, config.events, random_ids=config.random_ids),
         ),
     )
     if measured is not None:
@@ -243,7 +244,7 @@ def _drain_again(
 ) -> drain.Drain | None:
     """Another drain of ``config.events`` new events (``seed``: other ids) on its own topics."""
     show.phase(f"{name}: producing {config.events:,} new events")
-    spec = drain.traffic(config.events, seed=seed)
+    spec = drain.traffic(config.events, seed=seed, random_ids=config.random_ids)
     sent = results.attempt(
         (name,), lambda: asyncio.run(drain.send_traffic(settings, spec, say=show.say))
     )
@@ -294,7 +295,8 @@ def _growth(
         return
     show.phase(f"growth: pre-filling the ledger with {config.ledger_rows:,} rows")
     prefill_s = results.attempt(
-        ("growth",), lambda: growth.prefill_ledger(settings, config.ledger_rows)
+        ("growth",),
+        lambda: growth.prefill_ledger(settings, config.ledger_rows, random_ids=config.random_ids),
     )
     if prefill_s is None:
         return

@@ -39,6 +39,13 @@ def bench(
     latency_rate: Annotated[
         float | None, typer.Option(help="Events/s of the latency run (default: half the drain).")
     ] = None,
+    random_ids: Annotated[
+        bool,
+        typer.Option(
+            help="Event ids as random UUID4s (a caller minting its own) instead of the"
+            " producer's time-ordered UUID7s."
+        ),
+    ] = False,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Measure drain throughput (empty and pre-filled ledger, one and several workers),
@@ -68,6 +75,7 @@ def bench(
         "latency_rate": latency_rate,
         "ledger_rows": ledger_rows,
         "processes": processes,
+        "random_ids": random_ids or None,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     settings = get_settings()

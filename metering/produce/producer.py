@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Required, TypedDict, Unpack
 
 from metering.billing.events import UsageEvent, event_to_json
 from metering.billing.tokens import Usage
+from metering.produce.event_ids import uuid7
 
 if TYPE_CHECKING:  # aiokafka is loaded when a producer is made, not to import this module
     from aiokafka import AIOKafkaProducer
@@ -68,8 +69,9 @@ def usage_event(
     """One event of schema v1; ``event_to_json`` writes it as the message value.
 
     ``occurred_at`` defaults to now and must be timezone-aware; ``event_id`` defaults to a
-    fresh UUID4. Token counts are checked here, so the caller hears of a bad count at once
-    rather than through the dead-letter topic.
+    fresh time-ordered UUID (version 7, ``event_ids.uuid7``). Token counts are checked
+    here, so the caller hears of a bad count at once rather than through the dead-letter
+    topic.
     """
     if occurred_at is None:
         occurred_at = datetime.now(UTC)
@@ -91,9 +93,9 @@ def usage_event(
 
 
 def _event_id(event_id: uuid.UUID | str | None) -> uuid.UUID:
-    """``event_id`` as a UUID, a fresh UUID4 when ``None``; text that is not one raises."""
+    """``event_id`` as a UUID, a fresh UUID7 when ``None``; text that is not one raises."""
     if event_id is None:
-        return uuid.uuid4()
+        return uuid7()
     return event_id if isinstance(event_id, uuid.UUID) else uuid.UUID(event_id)
 
 

@@ -39,6 +39,7 @@ import orjson
 
 from metering.billing.events import UsageEvent, event_to_json
 from metering.billing.tokens import TOKEN_COUNTS, Usage, counts_of
+from metering.produce.event_ids import RANDOM_BITS, uuid7
 from metering.produce.producer import usage_event
 
 Kind = Literal["valid", "duplicate", "invalid", "late"]
@@ -118,6 +119,9 @@ class TrafficSpec:
     occurred_from: datetime | None = None
     """With it, every event occurred in ``[occurred_from, now)``: ``valid`` ones anywhere in
     it, ``late`` ones 1 to 72 hours before ``now`` but not before ``occurred_from``."""
+    random_ids: bool = False
+    """Event ids as random UUID4s, as a caller that mints its own sends them, rather than the
+    time-ordered UUID7s the producer mints (``event_ids.uuid7``, stamped ``occurred_at``)."""
 
     def __post_init__(self) -> None:
         if self.events < 0:
@@ -280,6 +284,7 @@ class _EventSampler:
     def __init__(self, rng: random.Random, spec: TrafficSpec) -> None:
         self.rng = rng
         self.now = spec.now
+        self.random_ids = spec.random_ids
         span = spec.now - spec.occurred_from if spec.occurred_from else None
         self.valid_age_ms = _ms(span or VALID_AGE)
         self.late_age_ms = (_ms(LATE_AGE[0]), _ms(min(LATE_AGE[1], span or LATE_AGE[1])))
@@ -301,12 +306,17 @@ class _EventSampler:
         else:
             age = timedelta(milliseconds=rng.randrange(1, self.valid_age_ms))
         tier = _pick(rng, self.TIERS, self.TIER_CUM_WEIGHTS)
+        occurred_at = self.now - age
         return usage_event(
             tenant_id=tenant,
             model=model.model_id,
             usage=self.usage(model),
-            occurred_at=self.now - age,
-            event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+            occurred_at=occurred_at,
+            event_id=(
+                uuid.UUID(int=rng.getrandbits(128), version=4)
+                if self.random_ids
+                else uuid7(occurred_at, rng.getrandbits(RANDOM_BITS))
+            ),
             service_tier=tier,
             request_id=f"req_{rng.getrandbits(96):024x}",
             region=rng.choice(self.REGIONS),

@@ -317,10 +317,24 @@ def test_demo_tenants_are_readable_names_then_numbered_ids():
     assert demo_tenants(40) == tenants
 
 
-def test_event_ids_are_version_4_uuids(run):
+def test_event_ids_are_time_ordered_uuids_stamped_with_when_the_event_occurred(run):
     messages, _ = run
-    event_id = uuid.UUID(orjson.loads(messages[0].value)["event_id"])
-    assert event_id.version == 4
+    event = orjson.loads(messages[0].value)
+    event_id = uuid.UUID(event["event_id"])
+    assert event_id.version == 7
+    occurred_at = datetime.fromisoformat(event["occurred_at"])
+    assert event_id.int >> 80 == (occurred_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+        milliseconds=1
+    )
+
+
+def test_event_ids_can_be_random_as_a_caller_minting_its_own_sends_them():
+    spec = TrafficSpec(
+        events=50, tenants=2, models=2, duplicates=0, invalid=0, late=0, seed=1,
+        now=datetime(2026, 11, 3, tzinfo=UTC), random_ids=True,
+    )  # fmt: skip
+    ids = [uuid.UUID(orjson.loads(m.value)["event_id"]) for m in TrafficPlan(spec).messages()]
+    assert {event_id.version for event_id in ids} == {4}
 
 
 @pytest.mark.parametrize(
