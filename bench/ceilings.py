@@ -82,19 +82,26 @@ def ledger_columns(conn: psycopg.Connection) -> list[str]:
 
 
 def _with_new_ids(
-    columns: list[str], table: str = "usage_ledger", *, random_ids: bool = False
+    columns: list[str],
+    table: str = "usage_ledger",
+    *,
+    random_ids: bool = False,
+    earlier_by: str | None = None,
 ) -> str:
     """The columns of ``table``'s rows with new event ids: random (version 4), or, as the
-    producer mints them, version 7 stamped with the row's ``occurred_at``."""
-    new_id = "gen_random_uuid()" if random_ids else _UUID7_OF_OCCURRED_AT.format(table=table)
-    return ", ".join(new_id if c == "event_id" else f"{table}.{c}" for c in columns)
+    producer mints them, version 7 stamped with the row's ``occurred_at``; ``earlier_by``
+    (an SQL interval) moves ``occurred_at`` back, and a version 7 id with it."""
+    occurred_at = f"{table}.occurred_at" + (f" - {earlier_by}" if earlier_by else "")
+    new_id = "gen_random_uuid()" if random_ids else _UUID7_AT.format(occurred_at=occurred_at)
+    values = {"event_id": new_id, "occurred_at": occurred_at}
+    return ", ".join(values.get(c, f"{table}.{c}") for c in columns)
 
 
 # The 48-bit Unix milliseconds of occurred_at over the first 6 bytes of a random UUID, and
 # the version nibble set to 7 (gen_random_uuid's variant bits are already RFC 9562's).
-_UUID7_OF_OCCURRED_AT = (
+_UUID7_AT = (
     "encode(set_byte(overlay(uuid_send(gen_random_uuid()) placing"
-    " substring(int8send((extract(epoch FROM {table}.occurred_at) * 1000)::int8) FROM 3 FOR 6)"
+    " substring(int8send((extract(epoch FROM {occurred_at}) * 1000)::int8) FROM 3 FOR 6)"
     " FROM 1 FOR 6), 6, (get_byte(uuid_send(gen_random_uuid()), 6) & 15) | 112), 'hex')::uuid"
 )
 

@@ -18,11 +18,16 @@ from bench.harness import (
 from bench.report import Case, Target
 from metering.config import Settings
 
+EACH_COPY = "copy * interval '1 hour'"  # how much further back each copy is
+
 
 def prefill_ledger(settings: Settings, rows: int, *, random_ids: bool = False) -> float:
-    """Adds ``rows`` ledger rows shaped like the drained ones (copies with new ids of the
-    traffic's kind: version 7 stamped with the copied row's ``occurred_at``, or random), in
-    SQL with ``generate_series``; returns the seconds it took.
+    """Adds ``rows`` ledger rows shaped like the drained ones, in SQL with
+    ``generate_series``; returns the seconds it took.
+
+    The rows are history: copy k of the drained rows is moved k hours back, with new ids of
+    the traffic's kind (version 7 stamped with the moved ``occurred_at``, or random). A
+    ledger of 50M rows has taken them over days, before the events now arriving.
 
     The primary key is dropped while the rows go in and built again afterwards (a sort, far
     quicker than ten million random inserts), then a checkpoint: the drain that follows
@@ -36,7 +41,7 @@ def prefill_ledger(settings: Settings, rows: int, *, random_ids: bool = False) -
         conn.execute("ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_pkey")
         conn.execute(
             f"INSERT INTO usage_ledger ({', '.join(columns)})"
-            f" SELECT {_with_new_ids(columns, 'l', random_ids=random_ids)}"
+            f" SELECT {_with_new_ids(columns, 'l', random_ids=random_ids, earlier_by=EACH_COPY)}"
             f" FROM generate_series(1, {copies}) AS copy CROSS JOIN usage_ledger AS l"
             f" LIMIT {rows}"
         )
@@ -60,8 +65,9 @@ def growth_case(filled: Drain, empty: Drain, ledger_rows: int, prefill_s: float)
         ),
         notes=[
             f"{filled.events:,} new events drained into a ledger pre-filled with"
-            f" {ledger_rows:,} rows (copies of the drained rows with new ids, {prefill_s:.0f}s"
-            " in SQL, then a checkpoint); baseline: the drain case on the empty ledger",
+            f" {ledger_rows:,} rows (history: copy k of the drained rows k hours back, with"
+            f" new ids; {prefill_s:.0f}s in SQL, then a checkpoint); baseline: the drain case"
+            " on the empty ledger",
             cpu_note(filled),
         ],
         details={"ledger_rows": ledger_rows, "prefill_s": prefill_s, "batches": filled.batches},
