@@ -16,13 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Final
 
 import msgspec
 
-from metering.billing.tokens import TOKEN_COUNTS, Usage
+from metering.billing.tokens import TOKEN_COUNTS, Usage, counts_of
 
 
 class Reason(StrEnum):
@@ -72,7 +71,6 @@ TENANT_ID_SHAPE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # (orjson already refuses invalid UTF-8 and lone surrogates).
 UNSTORABLE_CHARACTER: Final = "\x00"
 _NO_ATTRIBUTES: Final[Mapping[str, str]] = MappingProxyType({})
-_SORTED_COUNTS: Final = tuple(sorted(TOKEN_COUNTS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +167,6 @@ class _CanonicalEvent(msgspec.Struct, omit_defaults=True):
 
 
 _encode_sorted: Final = msgspec.json.Encoder(order="sorted").encode
-_token_counts: Final = attrgetter(*TOKEN_COUNTS)
 
 
 def event_to_json(event: UsageEvent) -> bytes:
@@ -188,7 +185,7 @@ def event_to_json(event: UsageEvent) -> bytes:
             event.occurred_at,
             event.service_tier,
             event.tenant_id,
-            _CanonicalUsage(*_token_counts(event.usage)),
+            _CanonicalUsage(*counts_of(event.usage)),
             event.deployment,
             event.region,
             event.request_id,

@@ -16,7 +16,6 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from types import TracebackType
 from typing import Final, Protocol
 from uuid import UUID
@@ -28,7 +27,7 @@ from psycopg.types.json import Jsonb
 
 from metering.billing.events import Rejection, UsageEvent
 from metering.billing.long_context import is_long_context
-from metering.billing.tokens import TOKEN_COUNTS
+from metering.billing.tokens import TOKEN_COUNTS, counts_of
 from metering.store.catalog import read_thresholds
 from metering.store.connection import Reconnecting
 
@@ -98,8 +97,6 @@ LEDGER_COLUMNS = (
     ("region", "text"),
     ("attributes", "jsonb"),
 )
-_token_counts: Final = attrgetter(*TOKEN_COUNTS)
-"""An event's token counts in ``LEDGER_COLUMNS`` order (a C-level getter: this is per row)."""
 _COLUMN_NAMES = ", ".join(name for name, _ in LEDGER_COLUMNS)
 _COLUMN_OIDS = [psycopg.adapters.types.get_oid(type_) for _, type_ in LEDGER_COLUMNS]
 STAGE_CHUNK: Final = 200
@@ -428,7 +425,7 @@ def _ledger_row(
         event.event_id,
         event.occurred_at,
         record.offset,
-        *_token_counts(usage),
+        *counts_of(usage),  # in LEDGER_COLUMNS order (a C-level getter)
         record.partition,
         is_long_context(usage.input_tokens, thresholds.get(event.model)),
         event.fingerprint[:FINGERPRINT_BYTES],
