@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Final
 
 from metering.billing.tokens import Usage
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HourlyUsage(Usage):
+class HourlyUsage(Usage, frozen=True, kw_only=True):
     """A tenant's usage of one model, service tier and long-context flag from ``hour``: one
     hour of ``usage_hourly``, or a stretch of hours summed and dated at its start. Its token
     counts are ``Usage``'s (so it is a ``RatableUsage``); ``events`` is how many events."""
@@ -23,5 +21,5 @@ class HourlyUsage(Usage):
     events: int
 
 
-HOURLY_COLUMNS: Final = tuple(field.name for field in fields(HourlyUsage))
+HOURLY_COLUMNS: Final = HourlyUsage.__struct_fields__
 """The columns of ``usage_hourly`` that make a ``HourlyUsage``."""

@@ -178,8 +178,7 @@ class TrafficMessage:
     kind: Kind
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UsageTotals(Usage):
+class UsageTotals(Usage, frozen=True, kw_only=True):
     """The usage of ``events`` events, summed (the generator writes no 1-hour cache entries)."""
 
     events: int
