@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     group_id: str = "metering-ingest"
 
     # --- worker -----------------------------------------------------------
-    batch_size: int = Field(5000, description="records the worker writes in one transaction")
+    batch_size: int = Field(10_000, description="records the worker writes in one transaction")
     batch_window_s: float = 0.5
     session_timeout_s: float = Field(
         10.0, description="how soon a crashed worker's partitions move to the others"

@@ -109,6 +109,11 @@ def worker(
     Stops cleanly on SIGTERM or Ctrl-C. Run several to share the load (same consumer group);
     with METERING_WORKER_WEB_PORT unset, each takes the first free HTTP port from 6066.
     """
+    import gc
+
+    # Nothing that start-up makes is garbage for long: the collector stays off until the
+    # worker runs, then leaves it out of its view (streams.ingest.service.collect_as_running).
+    gc.disable()
     from metering.config import get_settings
     from streams.main import run_worker
     from streams.web import WebPortError
