@@ -109,8 +109,9 @@ def _rich_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> st
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     for column in columns:
-        justify = "right" if _numeric(rows, column) else "left"
-        table.add_column(column, justify=justify, no_wrap=True)
+        table.add_column(
+            column, justify="right" if _numeric(rows, column) else "left", no_wrap=True
+        )
     for row in rows:
         table.add_row(*(Text(_cell(row[c])) for c in columns))
     out = io.StringIO()
