@@ -42,6 +42,7 @@ from metering.services.process import free_port, port_is_busy
 from metering.store import catalog, quota_limits
 from metering.tools.traffic import TrafficPlan, TrafficSpec
 from metering.wire.kafka_admin import delete_topics, ensure_topics, worker_topics
+from streams.ingest.service import FETCH_MAX_WAIT_MS
 
 LIMIT = 10_000
 Say = Callable[[str], None]
@@ -52,6 +53,7 @@ async def _block_delays(settings: Settings, trials: list[str]) -> list[float]:
         settings.topic_quota_state,
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="latest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,  # as docs/quotas.md tells the platform's readers
     )
     await states.start()
     producer = AIOKafkaProducer(
