@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
+from psycopg import pq
+
+log = logging.getLogger(__name__)
 
 
 class Reconnecting:
@@ -20,6 +25,19 @@ class Reconnecting:
             self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
             await self.on_connect(self._conn)
         return self._conn
+
+    async def idle_connection(self) -> psycopg.AsyncConnection:
+        """The connection, for a transaction of the caller's own. One left inside a
+        transaction or in the middle of a command (a write cancelled or failed half-way) is
+        closed and replaced: its rollback is the server's, and nothing it holds can join
+        the caller's transaction."""
+        conn = await self.connection()
+        status = pq.TransactionStatus(conn.pgconn.transaction_status)
+        if status != pq.TransactionStatus.IDLE or conn.pgconn.pipeline_status:
+            log.warning("database connection left %s; replacing it", status.name)
+            await conn.close()
+            conn = await self.connection()
+        return conn
 
     async def on_connect(self, conn: psycopg.AsyncConnection) -> None:
         """Per-session set-up, such as temporary tables."""

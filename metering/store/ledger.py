@@ -454,17 +454,19 @@ class Ledger(Reconnecting):
         await conn.execute(_CREATE_STAGING)
 
     async def next_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
-        """Where processing of each partition resumes, for partitions seen before."""
-        conn = await self.connection()
-        cursor = await conn.execute(
-            "SELECT partition, next_offset FROM ingest_progress"
-            " WHERE topic = %s AND partition = ANY(%s)",
-            (topic, list(partitions)),
-        )
-        return dict(await cursor.fetchall())
+        """Where processing of each partition resumes, for partitions seen before: what is
+        committed. Asked on a connection of its own, because a rebalance asks while a batch
+        may be in the middle of its statements on the ledger's connection."""
+        async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as conn:
+            cursor = await conn.execute(
+                "SELECT partition, next_offset FROM ingest_progress"
+                " WHERE topic = %s AND partition = ANY(%s)",
+                (topic, list(partitions)),
+            )
+            return dict(await cursor.fetchall())
 
     async def batch(self, records: Sequence[SourceRecord], *, trial: bool = False) -> LedgerBatch:
-        conn = await self.connection()
+        conn = await self.idle_connection()
         return LedgerBatch(conn, records, await self._thresholds_now(), trial=trial)
 
     async def stage(self, accepted: Sequence[Item]) -> StagedEvents:
