@@ -33,8 +33,11 @@ class Reconnecting:
         the caller's transaction."""
         conn = await self.connection()
         status = pq.TransactionStatus(conn.pgconn.transaction_status)
-        if status != pq.TransactionStatus.IDLE or conn.pgconn.pipeline_status:
-            log.warning("database connection left %s; replacing it", status.name)
+        pipeline = pq.PipelineStatus(conn.pgconn.pipeline_status)
+        if status != pq.TransactionStatus.IDLE or pipeline != pq.PipelineStatus.OFF:
+            log.warning(
+                "database connection left %s, pipeline %s; replacing it", status.name, pipeline.name
+            )
             await conn.close()
             conn = await self.connection()
         return conn
