@@ -41,6 +41,13 @@ def event(event_id: uuid.UUID, input_tokens: int = 1_000, output_tokens: int = 2
     return parsed
 
 
+async def write_batch(ledger: Ledger, events: list[UsageEvent], first_offset: int) -> BatchOutcome:
+    """Writes ``events`` through ``ledger`` as one batch of records from partition 0."""
+    records = [fetched(TOPIC, 0, first_offset + i, b"acme", b"{}") for i in range(len(events))]
+    async with await ledger.batch(records) as batch:
+        return await batch.write(list(zip(batch.fresh, events, strict=True)), [])
+
+
 def write(
     url: str, events: list[UsageEvent], first_offset: int, *, cached: bool = True
 ) -> BatchOutcome:
@@ -52,13 +59,7 @@ def write(
         ledger = Ledger(dsn(url), cache if cached else None)
         try:
             await cache.load()
-            records = [
-                fetched(TOPIC, 0, first_offset + i, b"acme", b"{}") for i in range(len(events))
-            ]
-            async with await ledger.batch(records) as batch:
-                by_offset = {r.offset: r for r in batch.fresh}
-                pairs = [(by_offset[first_offset + i], e) for i, e in enumerate(events)]
-                return await batch.write(pairs, [])
+            return await write_batch(ledger, events, first_offset)
         finally:
             await ledger.close()
             await cache.close()

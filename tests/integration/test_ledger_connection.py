@@ -9,11 +9,9 @@ import uuid
 
 import psycopg
 
-from metering.billing.events import UsageEvent
 from metering.store import catalog
 from metering.store.ledger import Ledger
-from tests.integration.test_lean_ledger import MODELS, TOPIC, dsn, event
-from tests.support.ingest import fetched
+from tests.integration.test_lean_ledger import MODELS, TOPIC, dsn, event, write_batch
 
 BATCHES = 12
 EVENTS_PER_BATCH = 200
@@ -23,13 +21,6 @@ def seed(url: str) -> None:
     with psycopg.connect(dsn(url)) as conn:
         catalog.add_tenants(conn, [catalog.TenantRow("acme", "Acme")])
         catalog.add_models(conn, MODELS)
-
-
-async def write_batch(ledger: Ledger, events: list[UsageEvent], first_offset: int) -> int:
-    records = [fetched(TOPIC, 0, first_offset + i, b"acme", b"{}") for i in range(len(events))]
-    async with await ledger.batch(records) as batch:
-        outcome = await batch.write(list(zip(batch.fresh, events, strict=True)), [])
-    return outcome.accepted
 
 
 def test_a_rebalance_asking_where_to_resume_during_a_write_neither_wedges_nor_changes_it(
@@ -55,7 +46,7 @@ def test_a_rebalance_asking_where_to_resume_during_a_write_neither_wedges_nor_ch
                     asyncio.gather(write_batch(ledger, events, n * EVENTS_PER_BATCH), assignment()),
                     timeout=30,
                 )
-                accepted.append(written)
+                accepted.append(written.accepted)
                 answers.append(answer)
         finally:
             await ledger.close()
@@ -94,7 +85,7 @@ def test_a_batch_starts_afresh_when_the_connection_was_left_inside_a_transaction
                 " 0, 0)",
                 (abandoned.occurred_at,),
             )
-            return await write_batch(ledger, [event(uuid.uuid4())], 0)
+            return (await write_batch(ledger, [event(uuid.uuid4())], 0)).accepted
         finally:
             await ledger.close()
 
